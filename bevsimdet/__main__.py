@@ -1,0 +1,3 @@
+from bevsimdet.cli import main
+
+main()
