@@ -1,0 +1,49 @@
+"""CLI: ``bevsimdet distill``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+SET_HELP = "Override a config key, e.g. --set distill.weights.cmd=50 (repeatable; the value is parsed as YAML)."
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("distill")
+    def distill(
+        config: Path = typer.Argument(..., help="Student config, e.g. configs/demo_student.yaml or configs/ablations/*.yaml."),
+        teacher: Optional[Path] = typer.Option(None, "--teacher", help="Checkpoint of the trained fusion teacher (needed unless every distillation weight is 0)."),
+        teacher_config: Optional[Path] = typer.Option(None, "--teacher-config", help="The teacher's YAML config (sets distill.teacher_config; default: the config stored in its checkpoint)."),
+        dataroot: Optional[Path] = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
+        work_dir: Path = typer.Option(..., "--work-dir", help="Run directory of the student (config.yaml, checkpoints/, log.jsonl, ...)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from <work-dir>/checkpoints/latest.safetensors."),
+        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ) -> None:
+        """Distil the camera-only BEVSimDet student from a frozen LiDAR+camera teacher.
+
+        The student never sees LiDAR; the teacher runs once per step under no_grad and is not
+        part of the student's checkpoint. Loss terms and weights: the distill: config section.
+        """
+        from bevsimdet.config import load_config
+        from bevsimdet.distill.run import run_distillation
+        from bevsimdet.engine import dist
+        from bevsimdet.engine.train import TrainingInterrupted
+
+        cfg = load_config(config, set_)
+        if dataroot is not None:
+            cfg.data.dataroot = str(dataroot)
+        if teacher_config is not None:
+            cfg.distill.teacher_config = str(teacher_config)
+        try:
+            ckpt = run_distillation(cfg, None, teacher, work_dir, resume=resume, progress=progress)
+            if dist.is_main():
+                typer.echo(f"done: {ckpt}")
+        except TrainingInterrupted as e:
+            if dist.is_main():
+                typer.echo(str(e), err=True)
+            raise typer.Exit(128 + (e.signum or 15)) from None
+        finally:
+            dist.destroy_distributed()

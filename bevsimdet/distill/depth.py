@@ -1,0 +1,57 @@
+"""LiDAR depth targets for the optional depth-supervision term (training only).
+
+Keyframe LiDAR points (``time_lag == 0``; older sweeps would smear moving objects) are projected
+into every camera's *augmented* image, and each image-feature cell keeps the depth bin of its
+nearest return (BEVDepth style). The student never sees these at test time.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from bevsimdet.data.batch import Batch
+
+
+def num_depth_bins(dbound: tuple[float, float, float]) -> int:
+    dmin, dmax, step = dbound
+    return int(round((dmax - dmin) / step))
+
+
+def lidar_depth_bins(batch: Batch, feat_hw: tuple[int, int], dbound: tuple[float, float, float]) -> Tensor:
+    """(B*N) x h x w long: depth bin of the nearest keyframe LiDAR return per feature cell, -1 if none.
+
+    ``feat_hw`` is the image-feature size the depth distribution is predicted at; ``dbound`` is
+    ``(dmin, dmax, step)`` in metres, bin ``k`` covering ``[dmin + k step, dmin + (k + 1) step)``.
+    """
+    if batch.points is None:
+        raise ValueError("depth supervision needs LiDAR points in the batch (batch.points is None)")
+    h, w = feat_hw
+    img_h, img_w = batch.images.shape[-2:]
+    n = batch.num_cams
+    dmin, _, step = dbound
+    nbins = num_depth_bins(dbound)
+    out = []
+    for b, pts in enumerate(batch.points):
+        pts = pts[pts[:, 4] == 0, :3].float()
+        aug2ego = torch.linalg.inv(batch.bev_aug[b].float())
+        ego2cam = torch.linalg.inv(batch.cam2ego[b].float())  # N x 4 x 4
+        hom = torch.cat([pts, pts.new_ones(pts.shape[0], 1)], 1) @ aug2ego.t()  # P x 4, un-augmented ego
+        cam = torch.einsum("nij,pj->npi", ego2cam, hom)[..., :3]  # N x P x 3
+        z = cam[..., 2]
+        pix = torch.einsum("nij,npj->npi", batch.intrinsics[b].float(), cam)
+        pix = pix / pix[..., 2:3].clamp(min=1e-6)
+        pix = torch.einsum("nij,npj->npi", batch.img_aug[b].float(), pix)
+        u = pix[..., 0] / pix[..., 2]
+        v = pix[..., 1] / pix[..., 2]
+        k = torch.floor((z - dmin) / step).long()
+        ok = (z > 1e-3) & (u >= 0) & (u < img_w) & (v >= 0) & (v < img_h) & (k >= 0) & (k < nbins)
+        cell = torch.floor(v * h / img_h).long().clamp(0, h - 1) * w + torch.floor(u * w / img_w).long().clamp(0, w - 1)
+        flat = torch.full((n, h * w), float("inf"), device=pts.device)
+        flat.scatter_reduce_(1, cell * ok, torch.where(ok, z, torch.full_like(z, float("inf"))), "amin")
+        bins = torch.floor((flat - dmin) / step)
+        out.append(torch.where(torch.isfinite(flat), bins, torch.full_like(bins, -1.0)).long().view(n, h, w))
+    return torch.cat(out, 0)
+
+
+__all__ = ["lidar_depth_bins", "num_depth_bins"]

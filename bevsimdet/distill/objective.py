@@ -1,0 +1,79 @@
+"""The distillation objective: supervised detection terms + distillation terms, one teacher pass.
+
+The frozen teacher lives here, never inside the student: it is not in the student's
+``state_dict``, not in the optimizer, and not wrapped by DDP. It runs once per step under
+``torch.no_grad()`` in ``eval()`` mode (BatchNorm statistics frozen), in float32 unless
+``teacher_amp`` asks for bf16/fp16 (CUDA only). The student sees the batch *without* LiDAR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from bevsimdet.data.batch import Batch
+from bevsimdet.distill.criterion import DistillationCriterion
+from bevsimdet.models.output import DetectorOutput
+
+
+def freeze(teacher: nn.Module) -> nn.Module:
+    """Put a teacher in eval mode with no trainable parameters (in place; returns it)."""
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+class DistillationObjective:
+    """``terms(model, batch)`` -> (raw named terms, student output), for :func:`engine.objective.weigh`.
+
+    Args:
+        teacher: the frozen teacher (``None`` when no enabled term needs it, e.g. the
+            "no distillation" ablation row).
+        criterion: the student's supervised CenterPoint criterion, ``(output, batch) -> terms``.
+        distill: the distillation terms.
+        weights: weight of every term (supervised and distillation) by name.
+        teacher_amp: autocast dtype for the teacher on CUDA, or ``None`` for float32.
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module | None,
+        criterion: nn.Module,
+        distill: DistillationCriterion,
+        weights: Mapping[str, float],
+        teacher_amp: torch.dtype | None = None,
+    ):
+        if teacher is None and distill.needs_teacher:
+            raise ValueError(f"distillation terms {distill.enabled} need a teacher")
+        self.teacher = freeze(teacher) if teacher is not None else None
+        self.criterion = criterion
+        self.distill = distill
+        self.weights = dict(weights)
+        self.teacher_amp = teacher_amp
+
+    def _teacher_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
+        # explicit either way, so the student's autocast never decides the teacher's precision
+        if self.teacher_amp is not None and device.type == "cuda":
+            return torch.autocast("cuda", dtype=self.teacher_amp)
+        return torch.autocast(device.type, enabled=False)
+
+    @torch.no_grad()
+    def teacher_output(self, batch: Batch) -> DetectorOutput | None:
+        if self.teacher is None or not self.distill.needs_teacher:
+            return None
+        self.teacher.eval()  # in case someone called .train() on it
+        with self._teacher_precision(batch.images.device):
+            return self.teacher(batch)
+
+    def terms(self, model: nn.Module, batch: Batch) -> tuple[dict[str, Tensor], DetectorOutput]:
+        teacher_out = self.teacher_output(batch)
+        output = model(batch.without_lidar())
+        terms = dict(self.criterion(output, batch))
+        terms.update(self.distill(output, teacher_out, batch))
+        return terms, output
+
+
+__all__ = ["DistillationObjective", "freeze"]

@@ -1,0 +1,122 @@
+"""Config -> distillation run: the student trained by the engine with a distillation objective.
+
+``run_distillation`` is what ``bevsimdet distill`` and ``bevsimdet demo`` call; it is
+``engine.train.run_training`` with an objective factory that loads the frozen teacher once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bevsimdet.errors import ConfigError, UserError
+
+
+def teacher_config_from(checkpoint: str | Path, config: str | Path | None = None) -> Any:
+    """The teacher's resolved config: from ``config`` (a YAML path) when given, else the one
+    stored in the teacher's checkpoint by the training engine."""
+    from bevsimdet.config import Config, from_dict, load_config
+    from bevsimdet.engine.checkpoint import read_checkpoint
+
+    if config is not None:
+        return load_config(config)
+    stored = read_checkpoint(checkpoint)[1].get("config")
+    if stored is None:
+        raise ConfigError(f"teacher checkpoint {checkpoint} carries no config", fix="pass --teacher-config (the YAML the teacher was trained with)")
+    return from_dict(Config, stored, {}, "")
+
+
+def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module | None):
+    """The :class:`DistillationObjective` of ``cfg`` for a built student ``model``."""
+    from bevsimdet.distill.criterion import DistillationCriterion, enabled_terms
+    from bevsimdet.distill.objective import DistillationObjective
+    from bevsimdet.models.build import build_criterion
+    from bevsimdet.models.student import centre_targets_fn, student_bev_range, student_dbound
+
+    dc = cfg.distill
+    weights = dict(vars(dc.weights))
+    enabled = enabled_terms(weights)
+    criterion = build_criterion(cfg.model)
+    distill = DistillationCriterion(
+        enabled,
+        bev_range=student_bev_range(cfg.model),
+        centre_targets=centre_targets_fn(criterion),
+        dbound=student_dbound(cfg.model),
+        mask_min_overlap=dc.mask_min_overlap,
+        mask_min_radius=dc.mask_min_radius,
+        qfl_beta=dc.qfl_beta,
+        pos_threshold=dc.pos_threshold,
+        box_code_weights=dc.box_code_weights,
+        smooth_l1_beta=dc.smooth_l1_beta,
+    )
+    all_weights = {**(getattr(cfg.model, "loss_weights", None) or {}), **weights}
+    amp = None if dc.teacher_amp == "none" else getattr(torch, dc.teacher_amp)
+    return DistillationObjective(teacher if distill.needs_teacher else None, criterion, distill, all_weights, teacher_amp=amp)
+
+
+def load_frozen_teacher(teacher_cfg: Any, checkpoint: str | Path, device: torch.device) -> nn.Module:
+    from bevsimdet.distill.objective import freeze
+    from bevsimdet.models.teacher import load_teacher
+
+    return freeze(load_teacher(checkpoint, teacher_cfg.model).to(device))
+
+
+def teacher_terms(cfg: Any) -> list[str]:
+    """The enabled distillation terms of ``cfg`` that need the teacher's output."""
+    from bevsimdet.distill.criterion import enabled_terms
+
+    return [t for t in enabled_terms(vars(cfg.distill.weights)) if t != "depth"]
+
+
+def distillation_objective_factory(teacher_cfg: Any | None, teacher_checkpoint: str | Path | None):
+    """``objective_factory`` for :func:`run_training`; loads the teacher only if a term needs it."""
+
+    def make(cfg: Any, model: nn.Module):
+        teacher = None
+        if teacher_terms(cfg):
+            device = next(model.parameters()).device
+            tcfg = teacher_cfg if teacher_cfg is not None else teacher_config_from(teacher_checkpoint, cfg.distill.teacher_config)
+            teacher = load_frozen_teacher(tcfg, teacher_checkpoint, device)
+        return build_distillation_objective(cfg, model, teacher)
+
+    return make
+
+
+def check_inputs(cfg: Any, teacher_checkpoint: str | Path | None) -> None:
+    """Fail fast, before any data is read, on a wrong model type or a missing teacher."""
+
+    if cfg.model.type != "student":
+        raise ConfigError(
+            f"distillation trains a BEVSimDet student, but model.type is '{cfg.model.type}'",
+            fix="use a student config such as configs/demo_student.yaml",
+        )
+    needs = teacher_terms(cfg)
+    if needs and teacher_checkpoint is None:
+        raise ConfigError(f"distillation terms {needs} need a teacher", fix="pass --teacher CHECKPOINT (or set their weights to 0)")
+    if needs and not Path(teacher_checkpoint).is_file():
+        raise UserError(f"teacher checkpoint not found: {teacher_checkpoint}", fix="train the fusion teacher first (bevsimdet train configs/demo_fusion.yaml ...)")
+
+
+def run_distillation(
+    cfg: Any,
+    teacher_cfg: Any | None,
+    teacher_checkpoint: str | Path | None,
+    work_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Distil ``cfg``'s student from the teacher in ``teacher_checkpoint``; returns the student's
+    final checkpoint. ``teacher_cfg=None`` reads the teacher's config from
+    ``cfg.distill.teacher_config`` or else from the checkpoint."""
+    from bevsimdet.engine.train import run_training
+
+    check_inputs(cfg, teacher_checkpoint)
+    factory = distillation_objective_factory(teacher_cfg, teacher_checkpoint)
+    return run_training(cfg, work_dir, resume=resume, objective_factory=factory, progress=progress)
+
+
+__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "teacher_terms", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]

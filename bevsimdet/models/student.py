@@ -1,0 +1,182 @@
+"""The BEVSimDet student: a camera-only detector with a simulated-LiDAR BEV branch.
+
+::
+
+    images -> image encoder -+-> LSS (camera)    -------------------------------> camera_bev ----+
+                             |                                                                   +-> ConvFuser -> fused_bev
+                             +-> [image GCM] -> LSS (sim-LiDAR) -> GCM -> projection -> sim_lidar_bev +
+    fused_bev -> BEV decoder -> decoder_bev -> CenterHead -> preds
+
+The two view transforms are separate modules (the released code calls one twice). The
+projection maps the sim-LiDAR BEV to the teacher's LiDAR-BEV width, so cross-modal distillation
+(CMD) compares like with like, and the fuser sees ``[camera_bev, sim_lidar_bev]`` exactly as the
+teacher's fuser sees ``[camera_bev, lidar_bev]``. ``forward`` reads only the images and the
+camera geometry of the batch: no LiDAR anywhere, at training or test time, so it exports.
+
+Width adapters (1x1 convs, declared in ``model.student.adapters``) are trained with the student
+for distillation pairs whose widths differ; they run in training mode only and their outputs are
+returned as ``feats["adapted/<name>"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from torch import Tensor, nn
+
+from bevsimdet.data.batch import Batch
+from bevsimdet.models.gcm import GCM
+from bevsimdet.models.output import DetectorOutput
+
+ADAPTED = "adapted/"
+
+
+def bev_projection(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Conv3x3-BN-ReLU then a linear 1x1 conv (so it can match teacher features of either sign)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 1),
+    )
+
+
+class Student(nn.Module):
+    """Camera-only BEVSimDet student.
+
+    Args:
+        image_encoder: images B x N x 3 x H x W -> features (B*N) x C_img x h x w.
+        camera_vt, sim_lidar_vt: two separate LSS view transforms, ``(img_feats, batch) ->
+            (B x C x Ny x Nx, depth (B*N) x D x h x w)``.
+        projection: sim-LiDAR BEV -> the teacher's LiDAR-BEV width.
+        fuser: ``[camera_bev, sim_lidar_bev] -> fused_bev``.
+        decoder: BEV decoder; head: CenterHead returning one prediction dict per task.
+        gcm: residual deformable attention on the sim-LiDAR BEV (``None``: w/o GCM ablation).
+        image_gcm: optional GCM on the image features entering the sim-LiDAR view transform.
+        adapters: feature name -> 1x1 conv, for distillation pairs whose widths differ.
+    """
+
+    def __init__(
+        self,
+        image_encoder: nn.Module,
+        camera_vt: nn.Module,
+        sim_lidar_vt: nn.Module,
+        projection: nn.Module,
+        fuser: nn.Module,
+        decoder: nn.Module,
+        head: nn.Module,
+        gcm: GCM | None = None,
+        image_gcm: GCM | None = None,
+        adapters: Mapping[str, nn.Module] | None = None,
+    ):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.camera_vt = camera_vt
+        self.sim_lidar_vt = sim_lidar_vt
+        self.image_gcm = image_gcm
+        self.gcm = gcm
+        self.projection = projection
+        self.fuser = fuser
+        self.decoder = decoder
+        self.head = head
+        self.adapters = nn.ModuleDict(dict(adapters or {}))
+
+    def forward(self, batch: Batch) -> DetectorOutput:
+        """Images (and camera geometry) only; ``batch.points`` is never read."""
+        img = self.image_encoder(batch.images)
+        camera_bev, _ = self.camera_vt(img, batch)
+        sim_img = self.image_gcm(img) if self.image_gcm is not None else img
+        sim_bev, depth = self.sim_lidar_vt(sim_img, batch)
+        if self.gcm is not None:
+            sim_bev = self.gcm(sim_bev)
+        sim_lidar_bev = self.projection(sim_bev)
+        fused = self.fuser([camera_bev, sim_lidar_bev])
+        decoded = self.decoder(fused)
+        feats = {"camera_bev": camera_bev, "sim_lidar_bev": sim_lidar_bev, "fused_bev": fused, "decoder_bev": decoded}
+        if self.training:
+            for name, adapter in self.adapters.items():
+                feats[ADAPTED + name] = adapter(feats[name])
+        return DetectorOutput(preds=self.head(decoded), feats=feats, depth=depth)
+
+
+# ---------------------------------------------------------------------------------------------
+# building from config. The shared model builders are the only integration points with the
+# camera baseline: the student is the baseline's encoder, view transform, decoder and head, plus
+# a second view transform, the GCM blocks, the projection and the fuser.
+
+
+def _camera_parts(cfg: Any) -> dict[str, Any]:
+    """The camera baseline's components and sizes for ``model:`` config ``cfg``."""
+    from bevsimdet.models import build
+
+    vt = build.build_view_transform(cfg)
+    return dict(
+        image_encoder=build.build_image_encoder(cfg),
+        camera_vt=vt,
+        sim_lidar_vt=build.build_view_transform(cfg),
+        decoder=build.build_decoder(cfg),
+        head=build.build_head(cfg),
+        bev_channels=vt.out_channels,
+        bev_shape=tuple(vt.bev_shape),  # Ny, Nx
+        img_channels=vt.in_channels,
+        img_shape=tuple(vt.feature_shape),  # h, w
+        fused_channels=build.fused_channels(cfg),
+    )
+
+
+def build_student(cfg: Any) -> Student:
+    """The student of a ``model:`` config with ``type: student`` (settings in ``model.student``)."""
+    from bevsimdet.models.fuser import ConvFuser
+
+    sc = cfg.student
+    parts = _camera_parts(cfg)
+    c, (ny, nx) = parts["bev_channels"], parts["bev_shape"]
+    gcm = GCM(c, ny, nx, sc.gcm_heads, sc.gcm_points) if sc.gcm else None
+    image_gcm = GCM(parts["img_channels"], *parts["img_shape"], sc.image_gcm_heads, sc.image_gcm_points) if sc.image_gcm else None
+    fused = parts["fused_channels"]
+    widths = {"camera_bev": c, "sim_lidar_bev": sc.sim_lidar_channels, "fused_bev": fused}
+    unknown = set(sc.adapters) - set(widths)
+    if unknown:
+        from bevsimdet.errors import ConfigError
+
+        raise ConfigError(f"model.student.adapters: unknown feature(s) {sorted(unknown)}", fix=f"adapt one of {sorted(widths)}")
+    adapters = {name: nn.Conv2d(widths[name], width, 1) for name, width in sc.adapters.items()}
+    return Student(
+        image_encoder=parts["image_encoder"],
+        camera_vt=parts["camera_vt"],
+        sim_lidar_vt=parts["sim_lidar_vt"],
+        projection=bev_projection(c, sc.sim_lidar_channels),
+        fuser=ConvFuser([c, sc.sim_lidar_channels], fused),
+        decoder=parts["decoder"],
+        head=parts["head"],
+        gcm=gcm,
+        image_gcm=image_gcm,
+        adapters=adapters,
+    )
+
+
+def student_bev_range(cfg: Any) -> tuple[float, float, float, float]:
+    """(xmin, ymin, xmax, ymax) of the student's BEV feature maps, for the CMD mask."""
+    from bevsimdet.models import build
+
+    return build.bev_range(cfg)
+
+
+def student_dbound(cfg: Any) -> tuple[float, float, float]:
+    """(dmin, dmax, step) of the student's depth bins."""
+    from bevsimdet.models import build
+
+    return build.depth_bound(cfg)
+
+
+def centre_targets_fn(criterion: nn.Module):
+    """Per task (flat GT-centre indices B x K, slot mask B x K) from the CenterPoint criterion."""
+
+    def centre_targets(batch: Batch):
+        targets = criterion.targets(batch)
+        return list(zip(targets.indices, targets.masks))
+
+    return centre_targets
+
+
+__all__ = ["Student", "build_student", "bev_projection", "ADAPTED", "student_bev_range", "student_dbound", "centre_targets_fn"]

@@ -1,0 +1,86 @@
+"""The distill: / model.student: schemas, the student and ablation configs, and the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bevsimdet.config import load_config
+from bevsimdet.distill.criterion import enabled_terms
+from bevsimdet.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ABLATIONS = {
+    # leaf -> (enabled distillation terms, GCM)
+    "no_distill": ([], True),
+    "imd": (["imd"], True),
+    "imd_cmd": (["imd", "cmd"], True),
+    "imd_cmd_mmdf": (["imd", "cmd", "mmd_f"], True),
+    "full": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], True),
+    "full_no_gcm": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], False),
+    "imd_no_gcm": (["imd"], False),
+    "no_distill_no_gcm": ([], False),
+}
+needs_base = pytest.mark.skipif(not (CONFIGS / "demo_camera.yaml").is_file(), reason="demo_camera.yaml not in the tree yet")
+
+
+def test_defaults_are_the_released_weights():
+    cfg = load_config(None)
+    assert vars(cfg.distill.weights) == dict(imd=1.0, cmd=100.0, mmd_f=1.0, mmd_p_cls=0.25, mmd_p_box=0.25, depth=0.0)
+    assert cfg.distill.box_code_weights == [1.0] * 8 + [0.2, 0.2]
+    assert cfg.model.student.gcm and cfg.model.student.gcm_points == 20
+
+
+def test_override_one_weight_keeps_the_others(tmp_path):
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text("distill:\n  weights: {cmd: 50}\n")
+    cfg = load_config(leaf, ["distill.weights.depth=1"])
+    assert cfg.distill.weights.cmd == 50.0 and cfg.distill.weights.imd == 1.0 and cfg.distill.weights.depth == 1.0
+
+
+def test_unknown_term_is_a_config_error(tmp_path):
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text("distill:\n  weights: {kd: 1}\n")
+    with pytest.raises(ConfigError, match="distill.weights.kd"):
+        load_config(leaf)
+
+
+@needs_base
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_ablation_configs_load(name):
+    cfg = load_config(CONFIGS / "ablations" / f"{name}.yaml")
+    terms, gcm = ABLATIONS[name]
+    assert cfg.model.type == "student" and cfg.name == name
+    assert enabled_terms(vars(cfg.distill.weights)) == terms
+    assert cfg.model.student.gcm is gcm
+
+
+def test_every_ablation_file_is_listed():
+    assert {p.stem for p in (CONFIGS / "ablations").glob("*.yaml")} == set(ABLATIONS)
+
+
+def test_distill_cli_rejects_a_non_student_config(tmp_path):
+    from typer.testing import CliRunner
+
+    from bevsimdet.cli import app
+
+    cfg = tmp_path / "fusion.yaml"
+    cfg.write_text("model: {type: fusion}\n")
+    res = CliRunner().invoke(app, ["distill", str(cfg), "--work-dir", str(tmp_path / "w")])
+    assert res.exit_code != 0 and "model.type is 'fusion'" in str(res.exception)
+
+
+def test_distill_cli_needs_a_teacher_unless_no_term_uses_it(tmp_path):
+    from typer.testing import CliRunner
+
+    from bevsimdet.cli import app
+
+    cfg = tmp_path / "student.yaml"
+    cfg.write_text("model: {type: student}\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["distill", str(cfg), "--work-dir", str(tmp_path / "w")])
+    assert "need a teacher" in str(res.exception) and "--teacher" in str(res.exception)
+    res = runner.invoke(app, ["distill", str(cfg), "--teacher", str(tmp_path / "nope.safetensors"), "--work-dir", str(tmp_path / "w")])
+    assert "teacher checkpoint not found" in str(res.exception)
+    assert not (tmp_path / "w").exists()
