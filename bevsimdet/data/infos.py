@@ -1,0 +1,403 @@
+"""Info files: everything the dataset needs per sample, extracted once from the nuScenes tables.
+
+This plays the role of mmdet3d's ``nuscenes_infos_{train,val}.pkl`` in a safe, versioned format:
+JSON (optionally gzipped), no pickle. The file carries :data:`SCHEMA_VERSION` and
+:data:`BOX_CONVENTION`; :func:`load_infos` refuses files whose stamps differ. Paths are relative
+to the dataroot. All transforms are 4 x 4 row-major lists; every geometric quantity of a sample
+is expressed in (or mapped into) its keyframe ego frame (the LIDAR_TOP ego pose), see
+:mod:`bevsimdet.data.batch`.
+
+Layout of one sample record (``samples[i]``)::
+
+    token, scene_token, scene_name, timestamp (us)
+    lidar: {path, timestamp, sensor2ego, ego2global}         # LIDAR_TOP keyframe
+    cams:  {CAM_*: {path, timestamp, intrinsics (3 x 3), sensor2ego, ego2global,
+                    cam2ego}}                               # cam2ego: camera -> keyframe ego
+    sweeps: [{path, timestamp, time_lag (s), sensor2ego}]   # newest first; sensor -> keyframe ego
+    gt: {boxes (M x 9), names, categories, attributes, num_lidar_pts, num_radar_pts,
+         visibility, instance_tokens, tokens}
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import multiprocessing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bevsimdet.data.classes import CAMERAS, LIDAR
+from bevsimdet.data.nusc import TABLES, check_dataroot, open_nuscenes, split_scenes
+from bevsimdet.errors import DataError
+from bevsimdet.geometry.boxes import global_to_ego
+from bevsimdet.geometry.transforms import invert, pose_matrix
+
+SCHEMA_VERSION = 1
+BOX_CONVENTION = "bevsimdet/v1: keyframe-ego xyz-centre wlh yaw-ccw-from-x vxvy"
+DEFAULT_DIRNAME = "bevsimdet_infos"
+MANIFEST = "manifest.json"
+
+
+# --------------------------------------------------------------------------------------------
+# typed records
+
+
+@dataclass
+class CameraInfo:
+    """One camera of a keyframe. ``cam2ego`` (4 x 4) maps camera coordinates into the *keyframe*
+    ego frame (it folds in the camera's own ego pose); ``sensor2ego``/``ego2global`` are the raw
+    calibration and the ego pose at the camera timestamp."""
+
+    path: str
+    timestamp: int
+    intrinsics: np.ndarray  # 3 x 3
+    sensor2ego: np.ndarray  # 4 x 4
+    ego2global: np.ndarray  # 4 x 4
+    cam2ego: np.ndarray  # 4 x 4
+
+
+@dataclass
+class SweepInfo:
+    """A previous LIDAR_TOP sweep; ``sensor2ego`` maps its points into the keyframe ego frame."""
+
+    path: str
+    timestamp: int
+    time_lag: float  # seconds before the keyframe, >= 0
+    sensor2ego: np.ndarray  # 4 x 4
+
+
+@dataclass
+class Annotations:
+    """GT of one sample: ``boxes`` M x 9 in the keyframe ego frame, the rest length-M columns.
+    ``names`` are detection classes ('' for categories the detection benchmark ignores)."""
+
+    boxes: np.ndarray
+    names: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    attributes: list[str] = field(default_factory=list)
+    num_lidar_pts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    num_radar_pts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    visibility: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # 1..4, 0 unknown
+    instance_tokens: list[str] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """M bool: the box has at least one LiDAR or radar point (mmdet3d's ``valid_flag``)."""
+        return (self.num_lidar_pts + self.num_radar_pts) > 0
+
+
+@dataclass
+class SampleInfo:
+    token: str
+    scene_token: str
+    scene_name: str
+    timestamp: int
+    lidar_path: str
+    lidar_timestamp: int
+    lidar2ego: np.ndarray  # 4 x 4
+    ego2global: np.ndarray  # 4 x 4, keyframe ego pose
+    cams: dict[str, CameraInfo]  # in CAMERAS order
+    sweeps: list[SweepInfo]  # newest first
+    gt: Annotations
+
+
+@dataclass
+class InfoFile:
+    schema_version: int
+    box_convention: str
+    version: str
+    split: str
+    max_sweeps: int
+    samples: list[SampleInfo]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+# --------------------------------------------------------------------------------------------
+# JSON (de)serialisation
+
+
+def _arr(x: Any, dtype: Any = np.float64) -> np.ndarray:
+    return np.asarray(x, dtype=dtype)
+
+
+def sample_to_json(s: SampleInfo) -> dict:
+    g = s.gt
+    return {
+        "token": s.token,
+        "scene_token": s.scene_token,
+        "scene_name": s.scene_name,
+        "timestamp": s.timestamp,
+        "lidar": {"path": s.lidar_path, "timestamp": s.lidar_timestamp, "sensor2ego": s.lidar2ego.tolist(), "ego2global": s.ego2global.tolist()},
+        "cams": {
+            name: {
+                "path": c.path,
+                "timestamp": c.timestamp,
+                "intrinsics": c.intrinsics.tolist(),
+                "sensor2ego": c.sensor2ego.tolist(),
+                "ego2global": c.ego2global.tolist(),
+                "cam2ego": c.cam2ego.tolist(),
+            }
+            for name, c in s.cams.items()
+        },
+        "sweeps": [{"path": w.path, "timestamp": w.timestamp, "time_lag": w.time_lag, "sensor2ego": w.sensor2ego.tolist()} for w in s.sweeps],
+        "gt": {
+            "boxes": g.boxes.tolist(),
+            "names": g.names,
+            "categories": g.categories,
+            "attributes": g.attributes,
+            "num_lidar_pts": g.num_lidar_pts.tolist(),
+            "num_radar_pts": g.num_radar_pts.tolist(),
+            "visibility": g.visibility.tolist(),
+            "instance_tokens": g.instance_tokens,
+            "tokens": g.tokens,
+        },
+    }
+
+
+def sample_from_json(d: dict) -> SampleInfo:
+    g = d["gt"]
+    return SampleInfo(
+        token=d["token"],
+        scene_token=d["scene_token"],
+        scene_name=d["scene_name"],
+        timestamp=int(d["timestamp"]),
+        lidar_path=d["lidar"]["path"],
+        lidar_timestamp=int(d["lidar"]["timestamp"]),
+        lidar2ego=_arr(d["lidar"]["sensor2ego"]),
+        ego2global=_arr(d["lidar"]["ego2global"]),
+        cams={
+            name: CameraInfo(c["path"], int(c["timestamp"]), _arr(c["intrinsics"]), _arr(c["sensor2ego"]), _arr(c["ego2global"]), _arr(c["cam2ego"]))
+            for name, c in d["cams"].items()
+        },
+        sweeps=[SweepInfo(w["path"], int(w["timestamp"]), float(w["time_lag"]), _arr(w["sensor2ego"])) for w in d["sweeps"]],
+        gt=Annotations(
+            boxes=_arr(g["boxes"]).reshape(-1, 9),
+            names=list(g["names"]),
+            categories=list(g["categories"]),
+            attributes=list(g["attributes"]),
+            num_lidar_pts=_arr(g["num_lidar_pts"], np.int64),
+            num_radar_pts=_arr(g["num_radar_pts"], np.int64),
+            visibility=_arr(g["visibility"], np.int64),
+            instance_tokens=list(g["instance_tokens"]),
+            tokens=list(g["tokens"]),
+        ),
+    )
+
+
+def save_infos(info: InfoFile, path: str | Path) -> None:
+    """Write atomically; a ``.gz`` suffix gzips the JSON."""
+    _write_doc(path, info.version, info.split, info.max_sweeps, [sample_to_json(s) for s in info.samples])
+
+
+def _write_doc(path: str | Path, version: str, split: str, max_sweeps: int, samples: list[dict]) -> None:
+    from bevsimdet.io import atomic_write_bytes
+
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "box_convention": BOX_CONVENTION,
+        "version": version,
+        "split": split,
+        "max_sweeps": max_sweeps,
+        "samples": samples,
+    }
+    data = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    atomic_write_bytes(path, gzip.compress(data, compresslevel=5, mtime=0) if str(path).endswith(".gz") else data)
+
+
+def load_infos(path: str | Path) -> InfoFile:
+    """Read and validate an info file written by :func:`create_infos`."""
+    path = Path(path)
+    fix = "rebuild it with `bevsimdet prepare --dataroot D --version V --force`"
+    if not path.is_file():
+        raise DataError(f"info file {path} does not exist", fix="build it with `bevsimdet prepare --dataroot D --version V`")
+    try:
+        raw = path.read_bytes()
+        doc = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+    except (OSError, EOFError, ValueError) as e:
+        raise DataError(f"info file {path} is corrupt ({type(e).__name__})", fix=fix) from None
+    if not isinstance(doc, dict) or "schema_version" not in doc:
+        raise DataError(f"{path} is not a bevsimdet info file (no schema_version)", fix=fix)
+    if doc["schema_version"] != SCHEMA_VERSION:
+        raise DataError(f"info file {path} has schema version {doc['schema_version']}, this bevsimdet reads {SCHEMA_VERSION}", fix=fix)
+    if doc.get("box_convention") != BOX_CONVENTION:
+        raise DataError(f"info file {path} uses box convention {doc.get('box_convention')!r}, expected {BOX_CONVENTION!r}", fix=fix)
+    try:
+        samples = [sample_from_json(s) for s in doc["samples"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"info file {path} has a malformed sample record ({type(e).__name__}: {e})", fix=fix) from None
+    return InfoFile(SCHEMA_VERSION, BOX_CONVENTION, doc["version"], doc["split"], int(doc["max_sweeps"]), samples)
+
+
+# --------------------------------------------------------------------------------------------
+# building from the devkit
+
+
+def build_sample_info(nusc: Any, sample: dict, scene_name: str, max_sweeps: int) -> SampleInfo:
+    """One :class:`SampleInfo` from a devkit ``sample`` record."""
+    from nuscenes.eval.detection.utils import category_to_detection_name
+
+    def calib_pose(sd: dict) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            pose_matrix(nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])),
+            pose_matrix(nusc.get("ego_pose", sd["ego_pose_token"])),
+        )
+
+    lidar_sd = nusc.get("sample_data", sample["data"][LIDAR])
+    lidar2ego, ego2global = calib_pose(lidar_sd)
+    global2ego = invert(ego2global)
+
+    cams = {}
+    for name in CAMERAS:
+        sd = nusc.get("sample_data", sample["data"][name])
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        sensor2ego, cam_pose = calib_pose(sd)
+        cams[name] = CameraInfo(sd["filename"], int(sd["timestamp"]), _arr(cs["camera_intrinsic"]), sensor2ego, cam_pose, global2ego @ cam_pose @ sensor2ego)
+
+    sweeps = []
+    sd = lidar_sd
+    while len(sweeps) < max_sweeps and sd["prev"]:
+        sd = nusc.get("sample_data", sd["prev"])
+        s2e, pose = calib_pose(sd)
+        lag = (lidar_sd["timestamp"] - sd["timestamp"]) / 1e6
+        sweeps.append(SweepInfo(sd["filename"], int(sd["timestamp"]), float(lag), global2ego @ pose @ s2e))
+
+    anns = [nusc.get("sample_annotation", t) for t in sample["anns"]]
+    vel = np.array([nusc.box_velocity(a["token"])[:2] for a in anns], dtype=np.float64).reshape(-1, 2)
+    boxes = global_to_ego(
+        [a["translation"] for a in anns], [a["size"] for a in anns], [a["rotation"] for a in anns], vel, ego2global
+    )
+    gt = Annotations(
+        boxes=boxes,
+        names=[category_to_detection_name(a["category_name"]) or "" for a in anns],
+        categories=[a["category_name"] for a in anns],
+        attributes=[nusc.get("attribute", a["attribute_tokens"][0])["name"] if a["attribute_tokens"] else "" for a in anns],
+        num_lidar_pts=_arr([a["num_lidar_pts"] for a in anns], np.int64),
+        num_radar_pts=_arr([a["num_radar_pts"] for a in anns], np.int64),
+        visibility=_arr([int(a["visibility_token"]) if str(a.get("visibility_token", "")).isdigit() else 0 for a in anns], np.int64),
+        instance_tokens=[a["instance_token"] for a in anns],
+        tokens=[a["token"] for a in anns],
+    )
+    return SampleInfo(
+        token=sample["token"],
+        scene_token=sample["scene_token"],
+        scene_name=scene_name,
+        timestamp=int(sample["timestamp"]),
+        lidar_path=lidar_sd["filename"],
+        lidar_timestamp=int(lidar_sd["timestamp"]),
+        lidar2ego=lidar2ego,
+        ego2global=ego2global,
+        cams=cams,
+        sweeps=sweeps,
+        gt=gt,
+    )
+
+
+_WORKER_NUSC: Any = None  # the devkit object a forked worker inherits
+
+
+def _scene_infos(args: tuple[str, int]) -> tuple[str, list[dict]]:
+    scene_token, max_sweeps = args
+    nusc = _WORKER_NUSC
+    scene = nusc.get("scene", scene_token)
+    out = []
+    token = scene["first_sample_token"]
+    while token:
+        sample = nusc.get("sample", token)
+        out.append(sample_to_json(build_sample_info(nusc, sample, scene["name"], max_sweeps)))
+        token = sample["next"]
+    return scene_token, out
+
+
+def _fingerprint(dataroot: Path, version: str, max_sweeps: int) -> dict:
+    tables = {}
+    for t in TABLES:
+        st = (dataroot / version / f"{t}.json").stat()
+        tables[t] = [st.st_size, st.st_mtime_ns]
+    return {"schema_version": SCHEMA_VERSION, "box_convention": BOX_CONVENTION, "version": version, "max_sweeps": max_sweeps, "tables": tables}
+
+
+def info_path(out_dir: str | Path, split: str, compress: bool = False) -> Path:
+    return Path(out_dir) / f"infos_{split}.json{'.gz' if compress else ''}"
+
+
+def create_infos(
+    dataroot: str | Path,
+    version: str = "v1.0-mini",
+    out_dir: str | Path | None = None,
+    max_sweeps: int = 9,
+    workers: int = 2,
+    progress: bool = True,
+    *,
+    force: bool = False,
+    compress: bool = False,
+) -> dict[str, Path]:
+    """Build the info files of every split of ``version`` (mini: mini_train/mini_val; trainval:
+    train/val; test: test) under ``out_dir`` (default ``<dataroot>/bevsimdet_infos``).
+
+    Scenes are processed by ``workers`` forked processes. Nothing is rebuilt when a manifest shows
+    the files were made from the same tables with the same settings, unless ``force``. Returns
+    ``{split: path}``.
+    """
+    dataroot = Path(dataroot)
+    out_dir = Path(out_dir) if out_dir is not None else dataroot / DEFAULT_DIRNAME
+    splits = split_scenes(version)
+
+    check_dataroot(dataroot, version)
+    paths = {s: info_path(out_dir, s, compress) for s in splits}
+    fingerprint = _fingerprint(dataroot, version, max_sweeps)
+    manifest_path = out_dir / MANIFEST
+    if not force and manifest_path.is_file() and all(p.is_file() for p in paths.values()):
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError:
+            manifest = {}
+        if manifest.get("fingerprint") == fingerprint and manifest.get("files") == {s: p.name for s, p in paths.items()}:
+            return paths
+
+    global _WORKER_NUSC
+    nusc = open_nuscenes(dataroot, version)
+    scene_by_name = {s["name"]: s["token"] for s in nusc.scene}
+    wanted = [(s, scene_by_name[n]) for s, names in splits.items() for n in names if n in scene_by_name]
+    if not wanted:
+        raise DataError(f"none of the scenes of {version}'s splits ({', '.join(splits)}) are in {dataroot / version}", fix="pass the --version the dataset was made for")
+    jobs = [(tok, max_sweeps) for _, tok in wanted]
+    results: dict[str, list[dict]] = {}
+    _WORKER_NUSC = nusc
+    try:
+        bar = _progress(len(jobs), f"prepare {version}", progress)
+        if workers > 1 and len(jobs) > 1 and "fork" in multiprocessing.get_all_start_methods():
+            # fork shares the (large) devkit index with the workers instead of re-reading the tables
+            with multiprocessing.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+                for tok, recs in pool.imap_unordered(_scene_infos, jobs):
+                    results[tok] = recs
+                    bar.update(1)
+        else:
+            for job in jobs:
+                tok, recs = _scene_infos(job)
+                results[tok] = recs
+                bar.update(1)
+        bar.close()
+    finally:
+        _WORKER_NUSC = None
+
+    for split in splits:
+        _write_doc(paths[split], version, split, max_sweeps, [r for s, tok in wanted if s == split for r in results[tok]])
+    from bevsimdet.io import atomic_write_json
+
+    atomic_write_json(manifest_path, {"fingerprint": fingerprint, "files": {s: p.name for s, p in paths.items()}}, indent=1)
+    return paths
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="scene", disable=not enabled)
