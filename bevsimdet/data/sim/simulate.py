@@ -1,0 +1,212 @@
+"""``simulate``: write a complete synthetic nuScenes-format dataset (tables, images, LiDAR, maps).
+
+The world is complete only once ``sim_manifest.json`` exists (written last, atomically). A run with
+the same parameters finds it and reuses the world; an interrupted run leaves ``.sim_in_progress``
+behind, which marks the folder as ours to overwrite.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from bevsimdet.data.classes import CLASSES, LIDAR, SIM_CATEGORY
+from bevsimdet.errors import UserError
+from bevsimdet.io import atomic_write_json
+
+MANIFEST = "sim_manifest.json"
+IN_PROGRESS = ".sim_in_progress"
+SCHEMA = 1
+VERSIONS = ("v1.0-mini", "v1.0-trainval")
+TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
+          "sample_annotation", "sample_data", "scene", "sensor", "visibility")
+_OWN_DIRS = ("samples", "sweeps", "maps")
+
+_CATEGORY_DESCRIPTIONS = {
+    "vehicle.car": "Vehicle designed primarily for personal use, e.g. sedans, hatch-backs, SUVs, vans.",
+    "vehicle.truck": "Vehicles primarily designed to haul cargo including pick-ups, lorries, trucks and semi-tractors.",
+    "vehicle.construction": "Vehicles primarily designed for construction, e.g. excavators, cranes, dump trucks.",
+    "vehicle.bus.rigid": "Rigid bus.",
+    "vehicle.trailer": "Any vehicle trailer, for cars, motorcycles, trucks etc.",
+    "movable_object.barrier": "Temporary road barrier placed in the scene in order to redirect traffic.",
+    "vehicle.motorcycle": "Gasoline or electric powered 2-wheeled vehicle designed to move rapidly.",
+    "vehicle.bicycle": "Human or electric powered 2-wheeled vehicle designed to travel at lower speeds.",
+    "human.pedestrian.adult": "Adult subcategory.",
+    "movable_object.trafficcone": "All types of traffic cones.",
+}
+
+
+def scene_names(version: str, scenes: int) -> list[str]:
+    """Scene names taken from the devkit's splits so that its split lists apply to the world.
+
+    v1.0-mini: the 10 mini scenes in name order (the 2 ``mini_val`` scenes fall at positions 2 and 7).
+    v1.0-trainval: one ``val`` scene for every four ``train`` scenes.
+    """
+    from nuscenes.utils import splits
+
+    if version == "v1.0-mini":
+        names = sorted(splits.mini_train + splits.mini_val)
+        if scenes > len(names):
+            raise UserError(f"v1.0-mini has only {len(names)} scenes, asked for {scenes}",
+                            fix="use --scenes 10 or less, or --version v1.0-trainval")
+        return names[:scenes]
+    if version == "v1.0-trainval":
+        train, val = list(splits.train), list(splits.val)
+        out = []
+        for i in range(scenes):
+            src = val if i % 5 == 1 and val else train
+            if not src:
+                raise UserError(f"v1.0-trainval has only {len(splits.train) + len(splits.val)} scenes, asked for {scenes}",
+                                fix="use fewer --scenes")
+            out.append(src.pop(0))
+        return out
+    raise UserError(f"unknown version {version!r}", fix=f"use one of {', '.join(VERSIONS)}")
+
+
+def _shared_tables(seed: int, image_scale: float) -> dict[str, list]:
+    from bevsimdet.data.sim.rig import build_rig
+    from bevsimdet.data.sim.writer import ATTRIBUTES, VISIBILITY, quat, shared_tokens
+
+    rig = build_rig(image_scale)
+    tok = shared_tokens(seed, rig)
+    sensors, calibs = [], []
+    for cam in rig.cameras:
+        sensors.append(dict(token=tok[f"sensor/{cam.channel}"], channel=cam.channel, modality="camera"))
+        calibs.append(dict(token=tok[f"calibrated_sensor/{cam.channel}"], sensor_token=tok[f"sensor/{cam.channel}"],
+                           translation=cam.cam2ego[:3, 3].tolist(), rotation=quat(cam.cam2ego),
+                           camera_intrinsic=cam.intrinsics.tolist()))
+    sensors.append(dict(token=tok[f"sensor/{LIDAR}"], channel=LIDAR, modality="lidar"))
+    calibs.append(dict(token=tok[f"calibrated_sensor/{LIDAR}"], sensor_token=tok[f"sensor/{LIDAR}"],
+                       translation=rig.lidar.lidar2ego[:3, 3].tolist(), rotation=quat(rig.lidar.lidar2ego),
+                       camera_intrinsic=[]))
+    return dict(
+        sensor=sensors, calibrated_sensor=calibs,
+        category=[dict(token=tok[f"category/{n}"], name=n, description=_CATEGORY_DESCRIPTIONS[n]) for n in SIM_CATEGORY.values()],
+        attribute=[dict(token=tok[f"attribute/{n}"], name=n, description=n.replace(".", ": ").replace("_", " "))
+                   for n in ATTRIBUTES],
+        visibility=[dict(token=t, level=level, description=f"visibility of whole object is between {level[1:].replace('-', ' and ')} %")
+                    for t, level, _ in VISIBILITY],
+    )
+
+
+def _params(version: str, scenes: int, samples_per_scene: int, seed: int, image_scale: float, sweeps: int) -> dict:
+    return dict(version=version, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
+                image_scale=float(image_scale), sweeps_per_sample=sweeps, schema=SCHEMA)
+
+
+def read_manifest(out_dir: str | os.PathLike) -> dict | None:
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _prepare_target(out: Path, version: str, params: dict, force: bool) -> dict | None:
+    """Return the manifest of a reusable world, or clear the target for a new one."""
+    manifest = read_manifest(out)
+    if manifest is not None and manifest.get("params") == params and not force and (out / version / "sample.json").exists():
+        return manifest
+    ours = manifest is not None or (out / IN_PROGRESS).exists()
+    occupied = (out / version).exists() or any((out / d).exists() for d in _OWN_DIRS)
+    if occupied and not ours and not force:
+        raise UserError(f"{out} already holds data that bevsimdet did not simulate",
+                        fix="choose another --out, or pass --force to overwrite it")
+    if occupied and manifest is not None and manifest.get("params") != params and not force:
+        raise UserError(f"{out} holds a simulated world with other parameters ({manifest.get('params')})",
+                        fix="pass --force to replace it, or choose another --out")
+    for d in (*_OWN_DIRS, version):
+        if (out / d).exists():
+            shutil.rmtree(out / d)
+    (out / MANIFEST).unlink(missing_ok=True)
+    return None
+
+
+def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: int = 10, samples_per_scene: int = 20,
+             seed: int = 0, image_scale: float = 0.25, sweeps_per_sample: int = 9, progress: bool = True,
+             workers: int = 0, force: bool = False) -> dict:
+    """Write a synthetic nuScenes-format dataset to ``out_dir`` (the dataroot) and return a summary.
+
+    ``workers`` processes simulate scenes in parallel (0: automatic). An existing complete world
+    with the same parameters is reused (``summary["reused"]``) unless ``force``.
+    Summary keys: ``version, scenes, keyframes, sweeps, annotations, instances, per_class,
+    per_split, seconds, reused, out``.
+    """
+    from nuscenes.utils import splits as nsplits
+
+    from bevsimdet.data.sim.writer import SceneJob, write_scene
+
+    if scenes < 1 or samples_per_scene < 1 or sweeps_per_sample < 0 or not 0.01 <= image_scale <= 1.0:
+        raise UserError("simulate needs scenes >= 1, samples per scene >= 1, sweeps >= 0 and 0.01 <= image scale <= 1",
+                        fix="fix the arguments")
+    names = scene_names(version, scenes)
+    out = Path(out_dir)
+    params = _params(version, scenes, samples_per_scene, seed, image_scale, sweeps_per_sample)
+    t0 = time.perf_counter()
+    manifest = _prepare_target(out, version, params, force)
+    if manifest is not None:
+        summary = dict(manifest["summary"], reused=True, out=str(out))
+        if progress:
+            print(f"reusing the simulated world in {out} (same parameters; pass --force to rebuild)")
+        return summary
+    out.mkdir(parents=True, exist_ok=True)
+    (out / IN_PROGRESS).write_text("bevsimdet simulate is writing this folder\n")
+
+    jobs = [SceneJob(str(out), seed, i, name, samples_per_scene, sweeps_per_sample, image_scale)
+            for i, name in enumerate(names)]
+    if workers <= 0:
+        workers = 1 if scenes * samples_per_scene <= 60 else min(scenes, os.cpu_count() or 1)
+    workers = max(1, min(workers, scenes))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=scenes * samples_per_scene, desc="simulate", unit="keyframe")
+    results: list[dict | None] = [None] * scenes
+    if workers == 1:
+        for job in jobs:
+            results[job.index] = write_scene(job, progress=(lambda: bar.update(1)) if bar else None)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(write_scene, job): job.index for job in jobs}
+            for fut in as_completed(futures):
+                results[futures[fut]] = fut.result()
+                if bar:
+                    bar.update(samples_per_scene)
+    if bar:
+        bar.close()
+
+    tables = _shared_tables(seed, image_scale)
+    for name in TABLES:
+        tables.setdefault(name, [])
+    per_class = {c: 0 for c in CLASSES}
+    per_split: dict[str, dict[str, int]] = {}
+    split_of = {n: s for s in ("mini_train", "mini_val", "train", "val") for n in getattr(nsplits, s)
+                if s.startswith("mini") == (version == "v1.0-mini")}
+    sweeps = 0
+    for name, res in zip(names, results):
+        assert res is not None
+        for table, records in res["tables"].items():
+            tables[table] += records
+        split = per_split.setdefault(split_of.get(name, "other"), {c: 0 for c in CLASSES})
+        for cls, n in res["counts"].items():
+            per_class[cls] += n
+            split[cls] += n
+        sweeps += res["sweeps"]
+    for name in TABLES:
+        atomic_write_json(out / version / f"{name}.json", tables[name], indent=0)
+    summary = dict(version=version, scenes=scenes, keyframes=scenes * samples_per_scene, sweeps=sweeps,
+                   annotations=len(tables["sample_annotation"]), instances=len(tables["instance"]),
+                   per_class=per_class, per_split=per_split, seconds=round(time.perf_counter() - t0, 2),
+                   reused=False, out=str(out))
+    atomic_write_json(out / MANIFEST, dict(format="bevsimdet-sim", params=params, summary=summary,
+                                           scene_index={name: i for i, name in enumerate(names)}), indent=1)
+    (out / IN_PROGRESS).unlink(missing_ok=True)
+    return summary
