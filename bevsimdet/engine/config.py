@@ -1,11 +1,62 @@
-"""Schema of the ``train:`` config section (owned by engine/)."""
+"""Schema of the ``train:`` config section (owned by engine/).
+
+Steps count *optimizer updates*: one step consumes ``accum_steps`` micro-batches of
+``batch_size`` samples on every process, so the effective batch is
+``batch_size * accum_steps * world_size``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule.
+
+    * ``cosine``: linear warm-up from ``warmup_ratio * lr`` over ``warmup_steps``, then cosine
+      annealing to ``min_lr_ratio * lr`` (BEVFusion camera+LiDAR recipe).
+    * ``cyclic``: one mmcv-style cycle: cosine rise from ``lr`` to ``target_ratio[0] * lr`` over
+      ``step_ratio_up`` of the run, then cosine fall to ``target_ratio[1] * lr``; with
+      ``cyclic_momentum`` Adam's beta1 falls to ``beta1 * 0.85 / 0.95`` while the LR rises and
+      returns to ``beta1`` (BEVFusion camera-only / SimDistill recipe).
+    * ``constant``: ``lr`` throughout (after the optional warm-up).
+    """
+
+    type: Literal["cosine", "cyclic", "constant"] = "cosine"
+    warmup_steps: int = 0
+    warmup_ratio: float = 1.0 / 3.0
+    min_lr_ratio: float = 1e-3
+    target_ratio: tuple[float, float] = (5.0, 1e-4)
+    step_ratio_up: float = 0.4
+    cyclic_momentum: bool = True
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 2
+    batch_size: int = 2  # samples per process per micro-batch
     lr: float = 2e-4
+    epochs: int = 1
+    max_steps: int | None = None  # when set, overrides epochs
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    # parameter-name prefix -> LR multiplier; the longest matching prefix wins
+    lr_mult: dict[str, float] = field(default_factory=dict)
+    grad_clip: float | None = 35.0  # max global grad norm; null disables clipping
+    accum_steps: int = 1
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    amp: bool = True  # mixed precision; only takes effect on CUDA
+    amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    ema_decay: float | None = None  # e.g. 0.999; validation then uses the EMA weights
+    num_workers: int = 2
+    find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient
+    log_interval: int = 10  # steps between log.jsonl / TensorBoard rows
+    checkpoint_interval: int = 100  # steps between checkpoints (latest + step-numbered)
+    keep_checkpoints: int = 3  # step-numbered checkpoints kept (latest and best always kept)
+    val_interval: int = 0  # steps between validations; 0: only at the end of training
+    validate: bool = True  # validate during/after training (needs a val split with annotations)
+    val_split: str | None = None  # defaults to data.val_split
+    best_metric: str = "NDS"  # validation metric that selects checkpoints/best.safetensors
+    device: str = "auto"  # auto | cpu | cuda
+    dist_timeout_s: float = 1800.0  # collectives (barriers, result gathering) fail after this

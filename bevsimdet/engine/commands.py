@@ -1,0 +1,110 @@
+"""CLI commands of the training engine: ``train``, ``evaluate-model`` and ``infer``.
+
+Multi-process: ``torchrun --nproc_per_node 2 -m bevsimdet train CONFIG ...`` (each process runs
+the same command; torchrun's environment variables make them one DDP job).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+SET_HELP = "Override a config key, e.g. --set train.lr=1e-3 (repeatable; the value is parsed as YAML)."
+
+
+def _load(config: Path, overrides: list[str], dataroot: Optional[Path]):
+    from bevsimdet.config import load_config
+
+    cfg = load_config(config, overrides)
+    if dataroot is not None:
+        cfg.data.dataroot = str(dataroot)
+    return cfg
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        config: Path = typer.Argument(..., help="YAML config, e.g. configs/demo_fusion.yaml."),
+        dataroot: Optional[Path] = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
+        work_dir: Path = typer.Option(..., "--work-dir", help="Run directory: config.yaml, checkpoints/, log.jsonl, tensorboard/, metrics.json."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from <work-dir>/checkpoints/latest.safetensors."),
+        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ) -> None:
+        """Train a detector (AdamW, cyclic/cosine LR, AMP on CUDA, DDP under torchrun).
+
+        SIGTERM or Ctrl-C saves a checkpoint at the end of the current step and exits with status
+        143 / 130; rerun with --resume to continue exactly where it stopped.
+        """
+        from bevsimdet.engine import dist
+        from bevsimdet.engine.train import TrainingInterrupted, run_training
+
+        cfg = _load(config, set_, dataroot)
+        try:
+            ckpt = run_training(cfg, work_dir, resume=resume, progress=progress)
+            if dist.is_main():
+                typer.echo(f"done: {ckpt}")
+        except TrainingInterrupted as e:
+            if dist.is_main():
+                typer.echo(str(e), err=True)
+            raise typer.Exit(128 + (e.signum or 15)) from None
+        finally:
+            dist.destroy_distributed()
+
+    @app.command("evaluate-model")
+    def evaluate_model_cmd(
+        config: Path = typer.Argument(..., help="YAML config the checkpoint was trained with (or its run's config.yaml)."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="A .safetensors checkpoint (EMA weights are used when present) or a .pt/.pth weights file."),
+        dataroot: Optional[Path] = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
+        split: Optional[str] = typer.Option(None, "--split", help="Split to evaluate (default: data.val_split)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics here as JSON."),
+        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ) -> None:
+        """Run a checkpoint over a split and report nuScenes mAP / NDS."""
+        from bevsimdet.engine import dist
+        from bevsimdet.engine.evaluate import TP_SUMMARY, evaluate_model
+        from bevsimdet.io import atomic_write_json
+
+        cfg = _load(config, set_, dataroot)
+        try:
+            metrics = evaluate_model(cfg, checkpoint, split, progress=progress)
+            main = dist.is_main()
+        finally:
+            dist.destroy_distributed()
+        if not main:
+            return
+        for key in ("mAP", "NDS", *TP_SUMMARY):
+            typer.echo(f"{key:5s} {metrics[key]:.4f}")
+        if out is not None:
+            atomic_write_json(out, metrics, indent=2)
+            typer.echo(f"metrics written to {out}")
+
+    @app.command("infer")
+    def infer(
+        config: Path = typer.Argument(..., help="YAML config the checkpoint was trained with (or its run's config.yaml)."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="A .safetensors checkpoint (EMA weights are used when present) or a .pt/.pth weights file."),
+        out: Path = typer.Option(..., "--out", help="Results file to write (nuScenes detection submission JSON)."),
+        dataroot: Optional[Path] = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
+        split: Optional[str] = typer.Option(None, "--split", help="Split to run on (default: data.val_split); annotations are not needed."),
+        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ) -> None:
+        """Run a checkpoint over a split and write a nuScenes results file (score it with `bevsimdet evaluate`)."""
+        from bevsimdet.engine import dist
+        from bevsimdet.engine.evaluate import infer_results
+        from bevsimdet.eval.results import write_results
+
+        cfg = _load(config, set_, dataroot)
+        try:
+            results = infer_results(cfg, checkpoint, split, progress=progress)
+            main = dist.is_main()
+        finally:
+            dist.destroy_distributed()
+        if main:
+            kind = cfg.model.type
+            meta = {"use_camera": kind != "lidar", "use_lidar": kind in ("lidar", "fusion"), "use_radar": False, "use_map": False, "use_external": False}
+            write_results(out, results, meta)
+            typer.echo(f"{sum(len(v) for v in results.values())} boxes for {len(results)} samples written to {out}")

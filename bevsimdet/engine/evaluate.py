@@ -1,0 +1,148 @@
+"""Run a detector over a split and score it with the nuScenes detection metric.
+
+Every rank predicts its shard of the split (the loader's distributed sampler), the per-sample
+results are gathered to all ranks, and the main rank scores them against the ground truth; the
+summary is then broadcast so every rank returns the same numbers. Prediction uses the bare model
+(never the DDP wrapper), so ranks with different numbers of batches cannot deadlock, and the
+gather runs under the process group's timeout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from bevsimdet.engine import dist
+
+# summary name -> key of DetectionMetrics.to_dict()["tp_errors"]
+TP_SUMMARY = {"mATE": "trans_err", "mASE": "scale_err", "mAOE": "orient_err", "mAVE": "vel_err", "mAAE": "attr_err"}
+
+PostProcess = Callable[[Any, Any], Sequence[Any]]
+
+
+def summarize(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Flat scalars (mAP, NDS, mATE..mAAE, AP/<class>) from ``DetectionMetrics.to_dict()``."""
+    out = {"mAP": float(metrics["mean_ap"]), "NDS": float(metrics["nd_score"])}
+    for name, key in TP_SUMMARY.items():
+        out[name] = float(metrics["tp_errors"][key])
+    for cls, ap in metrics["mean_dist_aps"].items():
+        out[f"AP/{cls}"] = float(ap)
+    return out
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    postprocess: PostProcess,
+    loader: Any,
+    device: torch.device,
+    *,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> dict[str, list[dict]]:
+    """This rank's results (sample token -> nuScenes result boxes) over ``loader``."""
+    from tqdm.auto import tqdm
+
+    from bevsimdet.eval.results import detections_to_results
+
+    was_training = model.training
+    model.eval()
+    results: dict[str, list[dict]] = {}
+    autocast = torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None and device.type == "cuda")
+    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not (progress and dist.is_main()), dynamic_ncols=True):
+        batch = batch.to(device)
+        with autocast:
+            output = model(batch)
+        dets = postprocess(output, batch)
+        results.update(detections_to_results(dets, batch.meta, bev_augs=batch.bev_aug))
+    model.train(was_training)
+    return results
+
+
+class Evaluator:
+    """Callable ``model -> summary metrics``; built once and reused for every validation of a run.
+
+    ``last`` holds the full metrics (``DetectionMetrics.to_dict()`` plus the summary) of the
+    latest call on the main rank.
+    """
+
+    def __init__(self, loader: Any, postprocess: PostProcess, gt: Any, device: torch.device, *, amp_dtype: torch.dtype | None = None, progress: bool = True):
+        self.loader = loader
+        self.postprocess = postprocess
+        self.gt = gt
+        self.device = device
+        self.amp_dtype = amp_dtype
+        self.progress = progress
+        self.last: dict[str, Any] = {}
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        from bevsimdet.eval.dist import gather_results
+        from bevsimdet.eval.metrics import evaluate
+
+        local = predict(model, self.postprocess, self.loader, self.device, amp_dtype=self.amp_dtype, progress=self.progress)
+        results = gather_results(local)
+        summary: dict[str, float] = {}
+        if dist.is_main():
+            full = evaluate(results, self.gt).to_dict()
+            summary = summarize(full)
+            self.last = {**summary, **full}
+        return dist.broadcast_json(summary)  # every rank returns the main rank's numbers
+
+
+def _split_loader(cfg: Any, split: str) -> Any:
+    from bevsimdet.data.dataset import build_dataset
+    from bevsimdet.data.loader import build_dataloader
+
+    dataset = build_dataset(cfg.data, split, train=False)
+    return build_dataloader(dataset, cfg.train.batch_size, shuffle=False, seed=cfg.seed, num_workers=cfg.train.num_workers, distributed=dist.is_dist())
+
+
+def _amp_dtype(cfg: Any) -> torch.dtype | None:
+    return getattr(torch, cfg.train.amp_dtype) if cfg.train.amp else None
+
+
+def _load_model(cfg: Any, checkpoint: str | Path) -> tuple[nn.Module, torch.device]:
+    """The detector of ``cfg.model`` with the checkpoint's weights (EMA when present), on this
+    process's device; joins the torchrun process group when there is one."""
+    from bevsimdet.engine.checkpoint import load_checkpoint
+    from bevsimdet.models.build import build_detector
+
+    device = dist.select_device(cfg.train.device)
+    dist.init_distributed(device, cfg.train.dist_timeout_s)  # a no-op outside torchrun
+    model = build_detector(cfg.model)
+    load_checkpoint(checkpoint, model=model, prefer_ema=True)
+    return model.to(device), device
+
+
+def build_evaluator(cfg: Any, split: str, device: torch.device, *, progress: bool = True) -> Evaluator:
+    """Evaluator over ``split`` of ``cfg.data`` with ``cfg.model``'s post-processing."""
+    from bevsimdet.eval.gt import load_gt
+    from bevsimdet.models.build import build_postprocess
+
+    gt = load_gt(cfg.data.dataroot, cfg.data.version, split) if dist.is_main() else None
+    return Evaluator(_split_loader(cfg, split), build_postprocess(cfg.model).to(device), gt, device, amp_dtype=_amp_dtype(cfg), progress=progress)
+
+
+def evaluate_model(cfg: Any, checkpoint: str | Path, split: str | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """Score the weights in ``checkpoint`` (EMA weights when present) on ``split`` (default:
+    ``cfg.data.val_split``). Returns the summary (mAP, NDS, ...) merged with the full metrics
+    (``DetectionMetrics.to_dict()``) on the main rank, the summary alone on other ranks."""
+    model, device = _load_model(cfg, checkpoint)
+    evaluator = build_evaluator(cfg, split or cfg.data.val_split, device, progress=progress)
+    summary = evaluator(model)
+    return evaluator.last if dist.is_main() else summary
+
+
+def infer_results(cfg: Any, checkpoint: str | Path, split: str | None = None, *, progress: bool = True) -> dict[str, list[dict]]:
+    """nuScenes results (sample token -> boxes in global coordinates) of ``checkpoint`` on
+    ``split`` (default ``cfg.data.val_split``), gathered from all ranks; needs no annotations."""
+    from bevsimdet.eval.dist import gather_results
+    from bevsimdet.models.build import build_postprocess
+
+    model, device = _load_model(cfg, checkpoint)
+    loader = _split_loader(cfg, split or cfg.data.val_split)
+    local = predict(model, build_postprocess(cfg.model).to(device), loader, device, amp_dtype=_amp_dtype(cfg), progress=progress)
+    return gather_results(local)
