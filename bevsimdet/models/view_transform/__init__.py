@@ -1,0 +1,201 @@
+"""Lift-Splat-Shoot view transform: image features -> camera BEV, with vectorised BEV pooling.
+
+Every image-feature cell ``(i, j)`` of every camera is lifted to ``D`` frustum points, one per
+depth bin (bin ``k`` covers ``[dmin + k step, dmin + (k + 1) step)``; its point sits at the bin
+centre). A frustum point's augmented pixel ``(u, v)`` is the centre of its feature cell (pixel
+centres at integer coordinates, as in :mod:`bevsimdet.data.transforms`). Geometry, per camera::
+
+    (u, v) --img_aug^-1--> original pixel --K^-1--> ray (z = 1) --x depth--> camera point
+           --cam2ego--> ego --bev_aug--> augmented ego --grid--> BEV cell (ix, iy, iz)
+
+The depth net predicts a softmax over the ``D`` bins and ``C`` context channels per cell; each
+frustum point carries ``depth[k] * context`` and :func:`bev_pool` sums the points of every BEV
+cell (``index_add_`` on a precomputed flat cell rank; points outside the grid are dropped). The
+z slices are concatenated into channels and a ConvBNReLU block with stride ``downsample``
+produces the camera BEV ``B x C x Ny x Nx`` (row = y, column = x).
+
+The per-point cell ranks depend only on the camera matrices, so they are cached and reused as
+long as the batch's matrices are unchanged (a fixed rig at test time).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bevsimdet.data.batch import Batch
+from bevsimdet.errors import ConfigError
+
+
+def grid_size(bound: tuple[float, float, float]) -> int:
+    lo, hi, step = bound
+    return int(round((hi - lo) / step))
+
+
+def bev_pool(feats: Tensor, ranks: Tensor, num_cells: int) -> Tensor:
+    """Sum point features into cells: P x C features, P flat cell ranks in [0, num_cells) ->
+    num_cells x C. Vectorised with ``index_add_`` (its gradient is a gather)."""
+    out = feats.new_zeros(num_cells, feats.shape[1])
+    return out.index_add_(0, ranks, feats)
+
+
+def bev_pool_reference(feats: Tensor, ranks: Tensor, num_cells: int) -> Tensor:
+    """Plain-loop reference of :func:`bev_pool` (differentiable, one point at a time)."""
+    cells = [feats.new_zeros(feats.shape[1]) for _ in range(num_cells)]
+    for p in range(feats.shape[0]):
+        r = int(ranks[p])
+        cells[r] = cells[r] + feats[p]
+    return torch.stack(cells) if cells else feats.new_zeros(0, feats.shape[1])
+
+
+class LSSTransform(nn.Module):
+    """Image features (B*N) x C_in x h x w -> (camera BEV B x C x Ny x Nx, depth (B*N) x D x h x w).
+
+    Args:
+        in_channels: C_in of the image features; out_channels: C of the BEV.
+        image_size: (H, W) of the augmented images; feature_stride: H / h.
+        xbound, ybound, zbound: (min, max, cell) of the pooling grid in the augmented ego frame.
+        dbound: (min, max, step) of the depth bins (metres along the camera's z axis).
+        depth_net: ``conv1x1`` (BEVFusion-C) or ``conv3x3`` (a 3x3 ConvBNReLU before the 1x1).
+        downsample: stride of the BEV conv block after pooling (BEVFusion: 2).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        image_size: tuple[int, int],
+        feature_stride: int,
+        xbound: tuple[float, float, float],
+        ybound: tuple[float, float, float],
+        zbound: tuple[float, float, float],
+        dbound: tuple[float, float, float],
+        depth_net: str = "conv1x1",
+        downsample: int = 1,
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.feature_stride = feature_stride
+        if self.image_size[0] % feature_stride or self.image_size[1] % feature_stride:
+            raise ConfigError(f"image size {self.image_size} is not a multiple of the feature stride {feature_stride}", fix="set data.image_size / model.camera.image_size to multiples of 8")
+        self.feature_shape = (self.image_size[0] // feature_stride, self.image_size[1] // feature_stride)
+        self.xbound, self.ybound, self.zbound, self.dbound = (tuple(float(v) for v in b) for b in (xbound, ybound, zbound, dbound))
+        self.nx, self.ny, self.nz = grid_size(self.xbound), grid_size(self.ybound), grid_size(self.zbound)
+        self.num_bins = grid_size(self.dbound)
+        if self.nx % downsample or self.ny % downsample:
+            raise ConfigError(f"LSS grid {self.ny} x {self.nx} is not divisible by downsample {downsample}", fix="adjust model.camera.xbound/ybound or downsample")
+        self.downsample = downsample
+        self.bev_shape = (self.ny // downsample, self.nx // downsample)
+        c = out_channels
+        if depth_net == "conv1x1":
+            self.depthnet: nn.Module = nn.Conv2d(in_channels, self.num_bins + c, 1)
+        elif depth_net == "conv3x3":
+            self.depthnet = nn.Sequential(
+                nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False), nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
+                nn.Conv2d(in_channels, self.num_bins + c, 1),
+            )
+        else:
+            raise ConfigError(f"unknown depth net '{depth_net}'", fix="use conv1x1 or conv3x3")
+        pooled = c * self.nz
+        if downsample > 1:
+            self.bev_out: nn.Module = nn.Sequential(
+                nn.Conv2d(pooled, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, stride=downsample, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+            )
+        elif pooled != c:
+            self.bev_out = nn.Sequential(nn.Conv2d(pooled, c, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        else:
+            self.bev_out = nn.Identity()
+        self.register_buffer("frustum", self._frustum(), persistent=False)
+        self._cache: tuple[tuple[Tensor, ...], Tensor, Tensor] | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # geometry
+
+    @property
+    def bev_range(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) covered by the BEV output."""
+        return (self.xbound[0], self.ybound[0], self.xbound[1], self.ybound[1])
+
+    def _frustum(self) -> Tensor:
+        """D x h x w x 3: (u, v) augmented pixel of the feature cell centre, d the bin centre."""
+        h, w = self.feature_shape
+        s = self.feature_stride
+        dmin, _, step = self.dbound
+        d = dmin + (torch.arange(self.num_bins, dtype=torch.float32) + 0.5) * step
+        v = torch.arange(h, dtype=torch.float32) * s + (s - 1) / 2
+        u = torch.arange(w, dtype=torch.float32) * s + (s - 1) / 2
+        dd, vv, uu = torch.meshgrid(d, v, u, indexing="ij")
+        return torch.stack([uu, vv, dd], -1)
+
+    def geometry(self, intrinsics: Tensor, cam2ego: Tensor, img_aug: Tensor, bev_aug: Tensor) -> Tensor:
+        """Frustum points in the augmented ego frame: B x N x D x h x w x 3.
+
+        Args: intrinsics B x N x 3 x 3, cam2ego B x N x 4 x 4, img_aug B x N x 3 x 3, bev_aug B x 4 x 4.
+        """
+        dt = torch.float64  # small matrices: invert in double, apply in the frustum's dtype
+        pix2ray = torch.linalg.inv(intrinsics.to(dt)) @ torch.linalg.inv(img_aug.to(dt))  # B x N x 3 x 3
+        cam2aug = bev_aug.to(dt)[:, None] @ cam2ego.to(dt)  # B x N x 4 x 4
+        uv1 = torch.cat([self.frustum[0, ..., :2], torch.ones_like(self.frustum[0, ..., :1])], -1)  # h x w x 3
+        ray = torch.einsum("bnij,hwj->bnhwi", pix2ray.float(), uv1)
+        ray = ray / ray[..., 2:3]  # the undo of a rotation/flip is affine, but stay exact for any homography
+        rot = torch.einsum("bnij,bnhwj->bnhwi", cam2aug[..., :3, :3].float(), ray)  # ego direction per unit depth
+        depth = self.frustum[:, 0, 0, 2]  # D
+        return depth[None, None, :, None, None, None] * rot[:, :, None] + cam2aug[..., :3, 3].float()[:, :, None, None, None, :]
+
+    def pool_indices(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(kept, ranks): flat indices into the (B*N*D*h*w) frustum points that fall in the grid,
+        and their flat cell ranks ``((b * nz + iz) * ny + iy) * nx + ix``. Cached per camera setup."""
+        key = (batch.intrinsics, batch.cam2ego, batch.img_aug, batch.bev_aug)
+        if self._cache is not None and all(a.shape == b.shape and a.device == b.device and torch.equal(a, b) for a, b in zip(self._cache[0], key)):
+            return self._cache[1], self._cache[2]
+        with torch.autocast(batch.images.device.type, enabled=False):  # metres need float32
+            geom = self.geometry(*(t.float() for t in key))
+        b = geom.shape[0]
+        lo = geom.new_tensor([self.xbound[0], self.ybound[0], self.zbound[0]])
+        cell = geom.new_tensor([self.xbound[2], self.ybound[2], self.zbound[2]])
+        idx = torch.floor((geom - lo) / cell).long().view(b, -1, 3)
+        ix, iy, iz = idx.unbind(-1)
+        ok = (ix >= 0) & (ix < self.nx) & (iy >= 0) & (iy < self.ny) & (iz >= 0) & (iz < self.nz)
+        bidx = torch.arange(b, device=geom.device)[:, None].expand_as(ix)
+        ranks = ((bidx * self.nz + iz) * self.ny + iy) * self.nx + ix
+        kept = torch.nonzero(ok.reshape(-1)).squeeze(1)
+        ranks = ranks.reshape(-1)[kept]
+        self._cache = (tuple(t.clone() for t in key), kept, ranks)
+        return kept, ranks
+
+    # ------------------------------------------------------------------------------------------
+
+    def forward(self, img_feats: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+        bn, _, h, w = img_feats.shape
+        if (h, w) != self.feature_shape:
+            raise ConfigError(
+                f"image features are {h} x {w} but the view transform was built for {self.feature_shape} "
+                f"(images {self.image_size})", fix="make model.camera.image_size equal data.image_size",
+            )
+        b = batch.batch_size
+        x = self.depthnet(img_feats)
+        depth = x[:, : self.num_bins].softmax(1)  # (B*N) x D x h x w
+        context = x[:, self.num_bins :]  # (B*N) x C x h x w
+        kept, ranks = self.pool_indices(batch)
+        c = self.out_channels
+        # only the kept frustum points are materialised: depth weight x the context of their pixel
+        hw = h * w
+        pixel = (kept // (self.num_bins * hw)) * hw + kept % hw
+        # summed in float32 (under autocast, half precision would lose small contributions)
+        feats = context.permute(0, 2, 3, 1).reshape(-1, c)[pixel].float() * depth.reshape(-1)[kept, None].float()
+        pooled = bev_pool(feats, ranks, b * self.nz * self.ny * self.nx)
+        bev = pooled.view(b, self.nz, self.ny, self.nx, c).permute(0, 1, 4, 2, 3).reshape(b, self.nz * c, self.ny, self.nx)
+        return self.bev_out(bev.to(context.dtype)), depth
+
+    def depth_targets(self, batch: Batch) -> Tensor:
+        """(B*N) x h x w long: the depth bin of the nearest keyframe LiDAR return in each feature
+        cell, -1 where there is none (BEVDepth-style supervision; needs ``batch.points``)."""
+        from bevsimdet.distill.depth import lidar_depth_bins
+
+        return lidar_depth_bins(batch, self.feature_shape, self.dbound)
+
+
+__all__ = ["LSSTransform", "bev_pool", "bev_pool_reference", "grid_size"]

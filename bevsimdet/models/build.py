@@ -1,0 +1,151 @@
+"""Thin builders: ``model:`` config (:class:`~bevsimdet.models.config.ModelConfig`) -> modules.
+
+Every detector type is assembled from the same per-part builders, which the student reuses.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from bevsimdet.data.classes import TASKS
+from bevsimdet.errors import ConfigError
+from bevsimdet.models.config import ModelConfig
+from bevsimdet.models.view_transform import grid_size
+
+HAS_CAMERA = ("camera", "fusion", "student")
+HAS_LIDAR = ("lidar", "fusion")
+
+
+def build_image_encoder(cfg: ModelConfig) -> nn.Module:
+    from bevsimdet.models.image import ImageEncoder
+
+    ic = cfg.image
+    return ImageEncoder(ic.arch, ic.out_channels, image_size=tuple(cfg.camera.image_size), base_width=ic.base_width, pretrained=ic.pretrained, frozen_stages=ic.frozen_stages)
+
+
+def build_view_transform(cfg: ModelConfig) -> nn.Module:
+    from bevsimdet.models.view_transform import LSSTransform
+
+    c = cfg.camera
+    return LSSTransform(cfg.image.out_channels, c.out_channels, tuple(c.image_size), c.feature_stride, c.xbound, c.ybound, c.zbound, c.dbound, c.depth_net, c.downsample)
+
+
+def build_lidar_encoder(cfg: ModelConfig) -> nn.Module:
+    from bevsimdet.models.lidar import PillarLidarEncoder, build_sparse_encoder
+
+    lc = cfg.lidar
+    if lc.encoder == "sparse":
+        return build_sparse_encoder(pc_range=lc.point_cloud_range, voxel_size=lc.voxel_size, in_channels=lc.in_channels, out_channels=lc.out_channels)
+    return PillarLidarEncoder(lc.point_cloud_range, lc.voxel_size, lc.in_channels, lc.feat_channels, lc.out_channels, lc.downsample, lc.num_blocks, lc.max_points, lc.hidden_channels)
+
+
+def _camera_grid(cfg: ModelConfig) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
+    c = cfg.camera
+    ds = c.downsample
+    return (grid_size(c.ybound) // ds, grid_size(c.xbound) // ds), (c.xbound[0], c.ybound[0], c.xbound[1], c.ybound[1])
+
+
+def _lidar_grid(cfg: ModelConfig) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
+    lc = cfg.lidar
+    r, v = lc.point_cloud_range, lc.voxel_size
+    stride = lc.downsample if lc.encoder == "pillar" else 8  # the sparse encoder's fixed x8
+    ny, nx = int(round((r[4] - r[1]) / v[1])), int(round((r[3] - r[0]) / v[0]))
+    return (ny // stride, nx // stride), (r[0], r[1], r[3], r[4])
+
+
+def bev_grid(cfg: ModelConfig) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
+    """((Ny, Nx), (xmin, ymin, xmax, ymax)) of the detector's BEV maps (= the head's grid)."""
+    if cfg.type == "lidar":
+        return _lidar_grid(cfg)
+    cam = _camera_grid(cfg)
+    if cfg.type == "fusion":
+        lid = _lidar_grid(cfg)
+        if (lid[0], tuple(round(v, 6) for v in lid[1])) != (cam[0], tuple(round(v, 6) for v in cam[1])):
+            raise ConfigError(
+                f"camera BEV {cam[0]} over {cam[1]} and LiDAR BEV {lid[0]} over {lid[1]} differ",
+                fix="make model.lidar.point_cloud_range / voxel_size / downsample give the camera's BEV grid",
+            )
+    return cam
+
+
+def bev_range(cfg: ModelConfig) -> tuple[float, float, float, float]:
+    """(xmin, ymin, xmax, ymax) in metres of the detector's BEV feature maps."""
+    return bev_grid(cfg)[1]
+
+
+def depth_bound(cfg: ModelConfig) -> tuple[float, float, float]:
+    """(dmin, dmax, step) of the LSS depth bins."""
+    return tuple(float(v) for v in cfg.camera.dbound)
+
+
+def fused_channels(cfg: ModelConfig) -> int:
+    return cfg.fuser_channels
+
+
+def decoder_in_channels(cfg: ModelConfig) -> int:
+    return {"camera": cfg.camera.out_channels, "lidar": cfg.lidar.out_channels}.get(cfg.type, cfg.fuser_channels)
+
+
+def build_decoder(cfg: ModelConfig) -> nn.Module:
+    from bevsimdet.models.decoder import generalized_resnet_decoder, second_decoder
+
+    d = cfg.decoder
+    cin = decoder_in_channels(cfg)
+    if d.type == "second":
+        return second_decoder(cin, d.channels, d.layer_nums, d.strides, d.upsample_channels)
+    return generalized_resnet_decoder(cin, d.blocks, d.out_channels)
+
+
+def build_head(cfg: ModelConfig) -> nn.Module:
+    from bevsimdet.models.heads import CenterHead
+
+    h = cfg.head
+    cin = sum(cfg.decoder.upsample_channels) if cfg.decoder.type == "second" else cfg.decoder.out_channels
+    return CenterHead(cin, TASKS, h.share_channels, h.head_channels, h.num_head_convs, h.init_bias)
+
+
+def build_detector(cfg: ModelConfig) -> nn.Module:
+    """The detector of ``cfg.type``: camera, lidar, fusion (teacher) or student."""
+    from bevsimdet.models.detectors import CameraDetector, FusionDetector, LidarDetector
+    from bevsimdet.models.fuser import ConvFuser
+
+    bev_grid(cfg)  # fail early on inconsistent grids
+    if cfg.type == "student":
+        from bevsimdet.models.student import build_student
+
+        return build_student(cfg)
+    if cfg.type == "camera":
+        return CameraDetector(build_image_encoder(cfg), build_view_transform(cfg), build_decoder(cfg), build_head(cfg))
+    if cfg.type == "lidar":
+        return LidarDetector(build_lidar_encoder(cfg), build_decoder(cfg), build_head(cfg))
+    if cfg.type == "fusion":
+        fuser = ConvFuser([cfg.camera.out_channels, cfg.lidar.out_channels], cfg.fuser_channels)
+        return FusionDetector(build_image_encoder(cfg), build_view_transform(cfg), build_lidar_encoder(cfg), fuser, build_decoder(cfg), build_head(cfg))
+    raise ConfigError(f"unknown model.type '{cfg.type}'", fix="use camera, lidar, fusion or student")
+
+
+def build_criterion(cfg: ModelConfig) -> nn.Module:
+    """CenterPoint criterion on the detector's head grid (+ ``det_depth`` with ``depth_supervision``)."""
+    from bevsimdet.models.heads import CenterPointCriterion, CenterPointTargetAssigner
+
+    shape, rng = bev_grid(cfg)
+    h = cfg.head
+    assigner = CenterPointTargetAssigner(TASKS, rng, shape, gaussian_overlap=h.gaussian_overlap, min_radius=h.min_radius, max_objs=h.max_objs)
+    dbound = depth_bound(cfg) if (cfg.depth_supervision and cfg.type in HAS_CAMERA) else None
+    return CenterPointCriterion(assigner, h.code_weights, dbound)
+
+
+def build_postprocess(cfg: ModelConfig) -> nn.Module:
+    from bevsimdet.models.heads import CenterPointPostProcess
+
+    h = cfg.head
+    return CenterPointPostProcess(
+        TASKS, bev_range(cfg), score_threshold=h.score_threshold, pre_max_size=h.pre_max_size, post_max_size=h.post_max_size,
+        nms_type=h.nms_type, min_radius=h.min_radius_nms, nms_thr=h.nms_thr, nms_scale=h.nms_scale, post_center_range=h.post_center_range,
+    )
+
+
+__all__ = [
+    "build_detector", "build_criterion", "build_postprocess", "build_image_encoder", "build_view_transform",
+    "build_lidar_encoder", "build_decoder", "build_head", "bev_grid", "bev_range", "depth_bound", "fused_channels",
+]
