@@ -1,0 +1,36 @@
+"""End-to-end: `bevsimdet demo --quick` on the shared tiny world (teacher, baseline, student, table)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bevsimdet.demo import METRIC_KEYS, ModelRow, render_table
+from conftest import TINY_WORLD
+
+
+def test_render_table_has_every_metric():
+    row = ModelRow("m", "camera", {k: 0.5 for k in METRIC_KEYS}, 1.234, 56.7)
+    table = render_table([row])
+    assert all(k in table for k in METRIC_KEYS)
+    assert "| m | camera | 0.5000" in table and "| 1.23 | 57 |" in table
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tiny_world, tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "bevsimdet", "demo", "--quick", "--no-progress",
+           "--out", str(out), "--dataroot", str(tiny_world), "--seed", str(TINY_WORLD["seed"])]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    names = [row["name"] for row in result["rows"]]
+    assert names == ["teacher (BEVFusion)", "baseline (BEVFusion-C)", "BEVSimDet student"]
+    for row in result["rows"]:
+        assert set(METRIC_KEYS) <= set(row["metrics"]) and row["params_m"] > 0 and row["latency_ms"] > 0
+    assert (out / "results.png").stat().st_size > 1000
+    assert "BEVSimDet student" in (out / "results.md").read_text()
+    # a second run reuses every finished stage instead of training again
+    r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r2.returncode == 0 and r2.stderr.count("reusing") == 3
