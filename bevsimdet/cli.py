@@ -21,9 +21,12 @@ COMMAND_MODULES = (
     "bevsimdet.data.sim.commands",  # simulate
     "bevsimdet.data.commands",  # prepare, inspect
     "bevsimdet.eval.commands",  # evaluate
-    "bevsimdet.engine.commands",  # train, evaluate-model, distill, infer, demo
+    "bevsimdet.engine.commands",  # train, evaluate-model, infer
+    "bevsimdet.infer",  # infer (supersedes the engine's; adds --images/--calib)
+    "bevsimdet.distill.commands",  # distill
     "bevsimdet.viz.commands",  # visualize
     "bevsimdet.export.commands",  # export
+    "bevsimdet.demo",  # demo
     "bevsimdet.bench",  # bench
 )
 

@@ -56,7 +56,10 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
-        raise ConfigError(f"invalid YAML in {path}{where}: {getattr(e, 'problem', e)}") from None
+        problem = str(getattr(e, "problem", None) or e).splitlines()[0]  # one line, as every UserError
+        raise ConfigError(f"invalid YAML in {path}{where}: {problem}") from None
+    except (UnicodeDecodeError, RecursionError) as e:  # binary junk, absurdly deep nesting
+        raise ConfigError(f"{path} is not a readable YAML text file ({type(e).__name__})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a YAML mapping at the top level, got {type(data).__name__}")
     return data
@@ -95,6 +98,8 @@ def load_raw(path: str | Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, dic
     bases = data.pop(BASE_KEY, [])
     if isinstance(bases, str):
         bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{BASE_KEY} in {path} must be a file name or a list of them, got {bases!r}")
     merged: dict = {}
     sources: dict = {}
     for base in bases:
