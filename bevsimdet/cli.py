@@ -21,8 +21,8 @@ COMMAND_MODULES = (
     "bevsimdet.data.sim.commands",  # simulate
     "bevsimdet.data.commands",  # prepare, inspect
     "bevsimdet.eval.commands",  # evaluate
-    "bevsimdet.engine.commands",  # train, evaluate-model, infer
-    "bevsimdet.infer",  # infer (supersedes the engine's; adds --images/--calib)
+    "bevsimdet.engine.commands",  # train, evaluate-model
+    "bevsimdet.infer",  # infer (a split, or a folder of camera frames)
     "bevsimdet.distill.commands",  # distill
     "bevsimdet.viz.commands",  # visualize
     "bevsimdet.export.commands",  # export

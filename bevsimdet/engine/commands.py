@@ -1,4 +1,5 @@
-"""CLI commands of the training engine: ``train``, ``evaluate-model`` and ``infer``.
+"""CLI commands of the training engine: ``train`` and ``evaluate-model`` (``infer`` lives in
+:mod:`bevsimdet.infer`).
 
 Multi-process: ``torchrun --nproc_per_node 2 -m bevsimdet train CONFIG ...`` (each process runs
 the same command; torchrun's environment variables make them one DDP job).
@@ -81,30 +82,3 @@ def register(app: typer.Typer) -> None:
         if out is not None:
             atomic_write_json(out, metrics, indent=2)
             typer.echo(f"metrics written to {out}")
-
-    @app.command("infer")
-    def infer(
-        config: Path = typer.Argument(..., help="YAML config the checkpoint was trained with (or its run's config.yaml)."),
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="A .safetensors checkpoint (EMA weights are used when present) or a .pt/.pth weights file."),
-        out: Path = typer.Option(..., "--out", help="Results file to write (nuScenes detection submission JSON)."),
-        dataroot: Optional[Path] = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
-        split: Optional[str] = typer.Option(None, "--split", help="Split to run on (default: data.val_split); annotations are not needed."),
-        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    ) -> None:
-        """Run a checkpoint over a split and write a nuScenes results file (score it with `bevsimdet evaluate`)."""
-        from bevsimdet.engine import dist
-        from bevsimdet.engine.evaluate import infer_results
-        from bevsimdet.eval.results import write_results
-
-        cfg = _load(config, set_, dataroot)
-        try:
-            results = infer_results(cfg, checkpoint, split, progress=progress)
-            main = dist.is_main()
-        finally:
-            dist.destroy_distributed()
-        if main:
-            kind = cfg.model.type
-            meta = {"use_camera": kind != "lidar", "use_lidar": kind in ("lidar", "fusion"), "use_radar": False, "use_map": False, "use_external": False}
-            write_results(out, results, meta)
-            typer.echo(f"{sum(len(v) for v in results.values())} boxes for {len(results)} samples written to {out}")

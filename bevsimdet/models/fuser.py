@@ -28,7 +28,7 @@ class ConvFuser(nn.Module):
         widths = [int(f.shape[1]) for f in feats]
         if widths != self.in_channels:
             raise ValueError(f"ConvFuser expects channels {self.in_channels}, got {widths}")
-        shapes = {tuple(f.shape[-2:]) for f in feats}
+        shapes = {tuple(int(s) for s in f.shape[-2:]) for f in feats}  # ints: under ONNX tracing shapes are tensors
         if len(shapes) != 1:
             raise ValueError(f"ConvFuser inputs must share one BEV grid, got {sorted(shapes)}")
         return self.net(torch.cat(list(feats), 1))

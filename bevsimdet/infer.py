@@ -1,0 +1,123 @@
+"""``bevsimdet infer``: run a trained detector and write a nuScenes detection results file.
+
+Two sources of input:
+
+* ``--dataroot D [--split S]``: a split of a nuScenes-format dataset (DDP under torchrun), through
+  the engine's prediction path (:func:`bevsimdet.engine.evaluate.infer_results`);
+* ``--images DIR --calib calib.json``: your own 6-camera frames (see :mod:`bevsimdet.data.custom`),
+  for camera-only models (the camera baseline or the BEVSimDet student).
+
+Either way the file is the official submission format (:func:`bevsimdet.eval.results.write_results`)
+and can be scored with ``bevsimdet evaluate`` when GT exists.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from bevsimdet.errors import UserError
+
+SET_HELP = "Override a config key, e.g. --set train.batch_size=1 (repeatable; the value is parsed as YAML)."
+CAMERA_ONLY = ("camera", "student")  # model types whose forward pass reads no LiDAR
+
+
+def results_meta(model_type: str) -> dict[str, bool]:
+    """The submission's ``meta`` block for a model of ``model.type``."""
+    return {
+        "use_camera": model_type != "lidar",
+        "use_lidar": model_type in ("lidar", "fusion"),
+        "use_radar": False,
+        "use_map": False,
+        "use_external": False,
+    }
+
+
+def check_camera_only(cfg: Any, what: str = "--images") -> None:
+    if cfg.model.type not in CAMERA_ONLY:
+        raise UserError(
+            f"{what} runs camera-only models, but model.type is '{cfg.model.type}', which needs LiDAR input",
+            fix=f"use a config with model.type {' or '.join(CAMERA_ONLY)} (e.g. configs/demo_student.yaml)",
+        )
+
+
+def load_detector(cfg: Any, checkpoint: str | Path) -> tuple[Any, Any]:
+    """``(model, device)``: the detector of ``cfg.model`` with the checkpoint's weights (EMA when
+    present), in eval mode on ``cfg.train.device``. Incompatible weights raise a one-line error
+    naming the mismatched keys."""
+    from bevsimdet.engine import dist
+    from bevsimdet.engine.checkpoint import load_checkpoint
+    from bevsimdet.models.build import build_detector
+
+    device = dist.select_device(cfg.train.device)
+    model = build_detector(cfg.model)
+    load_checkpoint(checkpoint, model=model, prefer_ema=True)
+    return model.to(device).eval(), device
+
+
+def infer_images(cfg: Any, checkpoint: str | Path, images: str | Path, calib: str | Path, *, resize: float | None = None, progress: bool = True) -> dict[str, list[dict]]:
+    """Results (frame token -> nuScenes boxes) of a camera-only model on a custom image folder.
+
+    Boxes are in the global frame of the calibration's ``ego_poses`` where a frame has one, in
+    the frame's ego frame otherwise.
+    """
+    check_camera_only(cfg)
+    import torch
+
+    from bevsimdet.data.custom import build_custom_dataset
+    from bevsimdet.data.loader import build_dataloader
+    from bevsimdet.engine.evaluate import predict
+    from bevsimdet.models.build import build_postprocess
+
+    dataset = build_custom_dataset(cfg.data, images, calib, resize=resize)
+    model, device = load_detector(cfg, checkpoint)
+    loader = build_dataloader(dataset, cfg.train.batch_size, shuffle=False, seed=cfg.seed, num_workers=cfg.train.num_workers)
+    amp = getattr(torch, cfg.train.amp_dtype) if cfg.train.amp else None
+    return predict(model, build_postprocess(cfg.model), loader, device, amp_dtype=amp, progress=progress)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("infer")
+    def infer(
+        config: Path = typer.Argument(..., help="YAML config the checkpoint was trained with (or its run's config.yaml)."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="A .safetensors checkpoint (EMA weights are used when present)."),
+        out: Path = typer.Option(..., "--out", help="Results file to write (nuScenes detection submission JSON)."),
+        dataroot: Optional[Path] = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
+        split: Optional[str] = typer.Option(None, "--split", help="Split to run on (default: data.val_split); annotations are not needed."),
+        images: Optional[Path] = typer.Option(None, "--images", help="Folder of your own 6-camera frames: DIR/<CAMERA>/<frame>.jpg or DIR/<CAMERA>.jpg (camera-only models)."),
+        calib: Optional[Path] = typer.Option(None, "--calib", help="calib.json of the rig for --images (template: configs/calib_template.json)."),
+        resize: Optional[float] = typer.Option(None, "--resize", help="With --images: resize factor before the centred crop (default data.test_resize; set it when your images have another resolution than the training data)."),
+        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ) -> None:
+        """Run a checkpoint on a dataset split or on your own camera images; write a nuScenes results file."""
+        from bevsimdet.config import load_config
+        from bevsimdet.engine import dist
+        from bevsimdet.eval.results import write_results
+
+        custom = images is not None or calib is not None
+        if custom and (images is None or calib is None):
+            raise UserError("--images and --calib go together", fix="pass both: --images DIR --calib calib.json")
+        if custom and (dataroot is not None or split is not None):
+            raise UserError("--images/--calib cannot be combined with --dataroot/--split", fix="pick one input")
+        if resize is not None and not (custom and resize > 0):
+            raise UserError("--resize needs --images and a positive factor")
+        cfg = load_config(config, set_)
+        if dataroot is not None:
+            cfg.data.dataroot = str(dataroot)
+        if custom:
+            results = infer_images(cfg, checkpoint, images, calib, resize=resize, progress=progress)
+            main = True
+        else:
+            from bevsimdet.engine.evaluate import infer_results
+
+            try:
+                results = infer_results(cfg, checkpoint, split, progress=progress)
+                main = dist.is_main()
+            finally:
+                dist.destroy_distributed()
+        if main:
+            write_results(out, results, results_meta(cfg.model.type))
+            typer.echo(f"{sum(len(v) for v in results.values())} boxes for {len(results)} samples written to {out}")
