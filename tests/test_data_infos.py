@@ -222,6 +222,97 @@ def test_load_infos_rejects_stale_or_corrupt(tmp_path, infos):
         load_infos(tmp_path / "nope.json")
 
 
+INFO_BAD = {  # edit of a valid file -> what the message must name
+    "cams.CAM_FRONT_LEFT.intrinsics must be a 3 x 3 matrix": lambda d: d["samples"][1]["cams"]["CAM_FRONT_LEFT"].update(intrinsics=[[1, 0], [0, 1]]),
+    "cams must map exactly": lambda d: d["samples"][1].update(cams=list(d["samples"][1]["cams"].values())),
+    "gt.boxes[0] must hold finite numbers": lambda d: d["samples"][1]["gt"]["boxes"][0].__setitem__(3, float("inf")),
+    "gt.categories has 0 entries": lambda d: d["samples"][1]["gt"].update(categories=[]),
+    "gt.visibility must be a list of M integers": lambda d: d["samples"][1]["gt"].update(visibility=["4"] * len(d["samples"][1]["gt"]["tokens"])),
+    "sweeps[1].sensor2ego must be a finite rigid": lambda d: d["samples"][1]["sweeps"][1]["sensor2ego"][1].__setitem__(1, 1.5),
+    "sweeps[0].time_lag": lambda d: d["samples"][1]["sweeps"][0].update(time_lag="0.05"),
+    "lidar.timestamp must be an integer": lambda d: d["samples"][1]["lidar"].update(timestamp=1.5),
+    "more than the file's max_sweeps": lambda d: d.update(max_sweeps=1),
+    "token repeats an earlier sample's token": lambda d: d["samples"][1].update(token=d["samples"][0]["token"]),
+    "gt is missing": lambda d: d["samples"][1].pop("gt"),
+}
+
+
+@pytest.mark.parametrize("needle", INFO_BAD)
+def test_load_infos_names_file_sample_and_field(tmp_path, infos, needle):
+    doc = json.loads(infos["mini_train"].read_text())
+    assert len(doc["samples"][1]["sweeps"]) > 1 and doc["samples"][1]["gt"]["boxes"]
+    INFO_BAD[needle](doc)
+    bad = tmp_path / "infos.json"
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(DataError) as e:
+        load_infos(bad)
+    msg = str(e.value)
+    assert needle in msg and str(bad) in msg and "--force" in msg and "\n" not in msg
+    assert f"sample 1 (token {doc['samples'][1]['token']!r})" in msg
+
+
+def test_load_infos_top_level_and_nesting_errors(tmp_path, infos):
+    doc = json.loads(infos["mini_val"].read_text())
+    bad = tmp_path / "infos.json"
+    for edit, needle in (({"version": None}, "version must be a string"), ({"max_sweeps": -1}, "max_sweeps must be an integer >= 0"),
+                         ({"samples": {}}, "samples must be a list")):
+        bad.write_text(json.dumps({**doc, **edit}))
+        with pytest.raises(DataError, match=needle):
+            load_infos(bad)
+    bad.write_text(json.dumps({**doc, "samples": [7]}))
+    with pytest.raises(DataError, match="sample 0: the record must be a JSON object, got 7"):
+        load_infos(bad)
+    bad.write_bytes(gzip.compress(b'{"a":' * 50_000))
+    with pytest.raises(DataError, match="nested too deeply"):
+        load_infos(bad)
+    bad.write_bytes(b"\x1f\x8b" + bytes(range(64)))
+    with pytest.raises(DataError, match="corrupt"):
+        load_infos(bad)
+
+
+def test_load_infos_accepts_empty_gt_and_no_sweeps(tmp_path, infos):
+    doc = json.loads(infos["mini_val"].read_text())
+    for s in doc["samples"]:
+        s["sweeps"] = []
+        s["gt"] = {k: [] for k in s["gt"]}
+    path = tmp_path / "infos.json"
+    path.write_text(json.dumps(doc))
+    info = load_infos(path)
+    assert [len(s.gt) for s in info.samples] == [0, 0] and info.samples[0].gt.boxes.shape == (0, 9)
+    assert info.samples[0].gt.visibility.dtype == np.int64 and info.samples[0].sweeps == []
+
+
+def _bad_values_reference(kind: str, m: np.ndarray) -> bool:
+    """One array, checked the plain way (the equivalence reference of ``bad_values``)."""
+    if not np.all(np.isfinite(m)):
+        return True
+    if kind == "transform":
+        return not (np.allclose(m[3], [0, 0, 0, 1], rtol=0, atol=1e-6) and np.allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), rtol=0, atol=1e-3))
+    if kind == "intrinsics":
+        return not (np.allclose(m[2], [0, 0, 1], rtol=0, atol=1e-6) and m[0, 0] > 0 and m[1, 1] > 0)
+    return False
+
+
+def test_bad_values_matches_reference():
+    from bevsimdet.data.infos import bad_values
+
+    rng = np.random.default_rng(0)
+    good = np.stack([make_transform(Quaternion(q / np.linalg.norm(q)).elements, rng.normal(size=3) * 50) for q in rng.normal(size=(40, 4))])
+    focal = rng.choice([-1.0, 0.0, 100.0, np.nan], size=(40, 2), p=[0.1, 0.1, 0.7, 0.1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cases = {
+            "transform": np.concatenate([good, good * rng.choice([1.0, 1.01, np.nan, np.inf], size=(40, 1, 1)),
+                                         good + rng.choice([0.0, 1e-5, 1e-2], size=(40, 4, 4)) * (np.arange(4) == 3)[:, None]]),
+            "intrinsics": np.array([[[f, 0, 50], [0, g, 40], [0, 0, r]] for (f, g), r in zip(focal, rng.choice([1.0, 0.5], size=40, p=[0.8, 0.2]))]),
+            "boxes": rng.normal(size=(40, 9)) / rng.choice([1.0, 0.0], size=(40, 9), p=[0.97, 0.03]),
+        }
+    for kind, x in cases.items():
+        fast = bad_values(kind, x)
+        ref = np.array([_bad_values_reference(kind, m) for m in x])
+        assert 0 < ref.sum() < len(x), kind  # both outcomes are exercised
+        np.testing.assert_array_equal(fast, ref, err_msg=kind)
+
+
 def dataset(world, infos, split="mini_train", **kw) -> NuScenesDataset:
     kw.setdefault("image_size", (64, 128))
     kw.setdefault("image_aug", ImageAug(image_size=kw["image_size"], resize_lim=(0.8, 1.2), test_resize=0.8, rot_lim=(-10, 10)))

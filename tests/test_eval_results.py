@@ -113,6 +113,8 @@ BAD_BOXES = {
     "rotation must be a list of 4": lambda b: b.update(rotation=[1.0, 0.0, 0.0]),
     "lacks velocity": lambda b: b.pop("velocity"),
     "says sample_token": lambda b: b.update(sample_token="elsewhere"),
+    "list-valued detection_name": lambda b: b.update(detection_name=["car"]),  # unhashable: once a TypeError
+    "object-valued attribute_name": lambda b: b.update(attribute_name={"a": 1}),
 }
 
 
@@ -148,6 +150,9 @@ def test_bad_files(tmp_path):
         load_results(tmp_path / "x.json")
     (tmp_path / "x.json").write_text(json.dumps({"meta": {}, "results": {gt.sample_tokens[0]: {"a": 1}}}))
     with pytest.raises(ResultsError, match="must be a list"):
+        load_results(tmp_path / "x.json")
+    (tmp_path / "x.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ResultsError, match="nested too deeply"):
         load_results(tmp_path / "x.json")
 
 

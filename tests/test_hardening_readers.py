@@ -145,13 +145,6 @@ def info_doc(tmp_path_factory) -> dict:
     return json.loads(path.read_text())
 
 
-# Gaps found by these tests in readers owned by other areas; strict, so a fix turns them into
-# failures that ask for the mark to be removed.
-INFO_GAP = pytest.mark.xfail(strict=True, reason="load_infos (bevsimdet/data/infos.py) does not validate field types, shapes or finiteness")
-RESULTS_GAP = pytest.mark.xfail(strict=True, reason="load_results (bevsimdet/eval/results.py): RecursionError on deeply nested JSON, TypeError on a list-valued detection_name")
-
-
-@INFO_GAP
 def test_info_fuzz(tmp_path, info_doc):
     from bevsimdet.data.infos import load_infos
 
@@ -170,10 +163,9 @@ INFO_BAD = {
     "max_sweeps not a number": lambda d: d.update(max_sweeps="nine"),
     "samples not a list": lambda d: d.update(samples=7),
 }
-INFO_OK_NOW = {"boxes 7 wide", "samples not a list"}
 
 
-@pytest.mark.parametrize("problem", [p if p in INFO_OK_NOW else pytest.param(p, marks=INFO_GAP) for p in INFO_BAD])
+@pytest.mark.parametrize("problem", INFO_BAD)
 def test_info_targeted_errors(tmp_path, info_doc, problem):
     from bevsimdet.data.infos import load_infos
 
@@ -204,7 +196,6 @@ def results_doc() -> dict:
     return {"meta": dict(DEFAULT_META), "results": detections_to_results(dets, metas)}
 
 
-@RESULTS_GAP
 def test_results_fuzz(tmp_path, results_doc):
     from bevsimdet.eval.results import load_results
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 import multiprocessing
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,34 +164,199 @@ def sample_to_json(s: SampleInfo) -> dict:
     }
 
 
-def sample_from_json(d: dict) -> SampleInfo:
-    g = d["gt"]
-    return SampleInfo(
-        token=d["token"],
-        scene_token=d["scene_token"],
-        scene_name=d["scene_name"],
-        timestamp=int(d["timestamp"]),
-        lidar_path=d["lidar"]["path"],
-        lidar_timestamp=int(d["lidar"]["timestamp"]),
-        lidar2ego=_arr(d["lidar"]["sensor2ego"]),
-        ego2global=_arr(d["lidar"]["ego2global"]),
-        cams={
-            name: CameraInfo(c["path"], int(c["timestamp"]), _arr(c["intrinsics"]), _arr(c["sensor2ego"]), _arr(c["ego2global"]), _arr(c["cam2ego"]))
-            for name, c in d["cams"].items()
-        },
-        sweeps=[SweepInfo(w["path"], int(w["timestamp"]), float(w["time_lag"]), _arr(w["sensor2ego"])) for w in d["sweeps"]],
-        gt=Annotations(
-            boxes=_arr(g["boxes"]).reshape(-1, 9),
-            names=list(g["names"]),
-            categories=list(g["categories"]),
-            attributes=list(g["attributes"]),
-            num_lidar_pts=_arr(g["num_lidar_pts"], np.int64),
-            num_radar_pts=_arr(g["num_radar_pts"], np.int64),
-            visibility=_arr(g["visibility"], np.int64),
-            instance_tokens=list(g["instance_tokens"]),
-            tokens=list(g["tokens"]),
-        ),
+class MalformedRecord(ValueError):
+    """A field of an info record with the wrong type, shape or value; :func:`load_infos` adds
+    the file, the sample and the fix to make it a :class:`DataError`."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field} {problem}")
+
+
+def _show(value: Any) -> str:
+    """A bad JSON value, shortened for a one-line message (repr escapes newlines)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _join(at: str, key: str) -> str:
+    return f"{at}.{key}" if at else key
+
+
+def _field(d: Any, key: str, at: str = "") -> Any:
+    if not isinstance(d, dict):
+        raise MalformedRecord(at or "the record", f"must be a JSON object, got {_show(d)}")
+    if key not in d:
+        raise MalformedRecord(_join(at, key), "is missing")
+    return d[key]
+
+
+def _string(d: Any, key: str, at: str = "") -> str:
+    value = _field(d, key, at)
+    if not isinstance(value, str):
+        raise MalformedRecord(_join(at, key), f"must be a string, got {_show(value)}")
+    return value
+
+
+def _integer(d: Any, key: str, at: str = "", minimum: int | None = None) -> int:
+    value = _field(d, key, at)
+    if type(value) is not int or (minimum is not None and value < minimum):
+        kind = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise MalformedRecord(_join(at, key), f"must be {kind}, got {_show(value)}")
+    return value
+
+
+def _array(d: Any, key: str, at: str, shape: tuple[int | None, ...], integer: bool = False) -> np.ndarray:
+    """``d[key]`` as a float64 (int64 with ``integer``) array of ``shape`` (None: any length).
+
+    Type-checks the whole nested list in one numpy conversion: strings, nulls, booleans-only and
+    ragged lists give a non-numeric dtype or a ValueError instead of being coerced.
+    """
+    value = _field(d, key, at)
+    name = _join(at, key)
+    want = " x ".join("M" if n is None else str(n) for n in shape)
+    noun = "integers" if integer else "numbers"
+    what = f"a list of {want} {noun}" if len(shape) == 1 else f"a {want} matrix of {noun}".replace("a M", "an M")
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # ragged nesting
+        raise MalformedRecord(name, f"must be {what}, got a ragged list {_show(value)}") from None
+    if isinstance(value, list) and not value and shape[0] is None:  # [] has no inner shape
+        return np.zeros((0, *shape[1:]), np.int64 if integer else np.float64)
+    if arr.dtype.kind not in ("iu" if integer else "iuf") or arr.ndim != len(shape) or any(
+        n is not None and n != m for n, m in zip(shape, arr.shape)
+    ):
+        got = f"shape {arr.shape}" if arr.dtype.kind in "iuf" else _show(value)
+        raise MalformedRecord(name, f"must be {what}, got {got}")
+    return arr.astype(np.int64 if integer else np.float64, copy=False)
+
+
+def _strings(d: Any, key: str, at: str, count: int) -> list[str]:
+    value = _field(d, key, at)
+    if not isinstance(value, list) or not set(map(type, value)) <= {str}:
+        raise MalformedRecord(f"{at}.{key}", f"must be a list of strings, got {_show(value)}")
+    if len(value) != count:
+        raise MalformedRecord(f"{at}.{key}", f"has {len(value)} entries for {count} boxes")
+    return value
+
+
+def _camera(c: Any, at: str) -> CameraInfo:
+    return CameraInfo(
+        _string(c, "path", at),
+        _integer(c, "timestamp", at),
+        _array(c, "intrinsics", at, (3, 3)),
+        *(_array(c, key, at, (4, 4)) for key in ("sensor2ego", "ego2global", "cam2ego")),
     )
+
+
+def _sweep(w: Any, at: str) -> SweepInfo:
+    lag = _field(w, "time_lag", at)
+    if type(lag) not in (int, float) or not 0 <= lag < float("inf"):
+        raise MalformedRecord(f"{at}.time_lag", f"must be a finite number of seconds >= 0, got {_show(lag)}")
+    return SweepInfo(_string(w, "path", at), _integer(w, "timestamp", at), float(lag), _array(w, "sensor2ego", at, (4, 4)))
+
+
+def _annotations(g: Any) -> Annotations:
+    boxes = _array(g, "boxes", "gt", (None, 9))
+    m = len(boxes)
+    ints = {key: _array(g, key, "gt", (None,), integer=True) for key in ("num_lidar_pts", "num_radar_pts", "visibility")}
+    for key, arr in ints.items():
+        if len(arr) != m:
+            raise MalformedRecord(f"gt.{key}", f"has {len(arr)} entries for {m} boxes")
+    return Annotations(boxes, *(_strings(g, key, "gt", m) for key in ("names", "categories", "attributes")), **ints,
+                       instance_tokens=_strings(g, "instance_tokens", "gt", m), tokens=_strings(g, "tokens", "gt", m))
+
+
+def sample_from_json(d: Any) -> SampleInfo:
+    """Parse one ``samples[i]`` record, checking every field's type, shape and column length.
+
+    Raises :class:`MalformedRecord` naming the field. Values (finiteness, rigid transforms) are
+    checked file-wide by :func:`check_values`, on stacked arrays.
+    """
+    cams = _field(d, "cams")
+    if not isinstance(cams, dict) or set(cams) != set(CAMERAS):
+        got = sorted(cams) if isinstance(cams, dict) else _show(cams)
+        raise MalformedRecord("cams", f"must map exactly {', '.join(CAMERAS)} to camera records, got {got}")
+    sweeps = _field(d, "sweeps")
+    if not isinstance(sweeps, list):
+        raise MalformedRecord("sweeps", f"must be a list, got {_show(sweeps)}")
+    lidar = _field(d, "lidar")
+    return SampleInfo(
+        token=_string(d, "token"),
+        scene_token=_string(d, "scene_token"),
+        scene_name=_string(d, "scene_name"),
+        timestamp=_integer(d, "timestamp"),
+        lidar_path=_string(lidar, "path", "lidar"),
+        lidar_timestamp=_integer(lidar, "timestamp", "lidar"),
+        lidar2ego=_array(lidar, "sensor2ego", "lidar", (4, 4)),
+        ego2global=_array(lidar, "ego2global", "lidar", (4, 4)),
+        cams={name: _camera(cams[name], f"cams.{name}") for name in CAMERAS},
+        sweeps=[_sweep(w, f"sweeps[{k}]") for k, w in enumerate(sweeps)],
+        gt=_annotations(_field(d, "gt")),
+    )
+
+
+# What each kind of array must hold.
+VALUE_RULES = {
+    "transform": "must be a finite rigid 4 x 4 transform (orthonormal rotation, last row [0, 0, 0, 1])",
+    "intrinsics": "must be a finite 3 x 3 camera matrix (positive focal lengths, last row [0, 0, 1])",
+    "boxes": "must hold finite numbers",
+}
+
+
+def _stack(kind: str, arrays: list[np.ndarray]) -> np.ndarray:
+    """N x 4 x 4 / N x 3 x 3 from matrices, N x 9 from M x 9 box arrays."""
+    return np.concatenate(arrays) if kind == "boxes" else np.array(arrays)
+
+
+def bad_values(kind: str, x: np.ndarray) -> np.ndarray:
+    """N bool: which of ``x`` (N x 4 x 4 transforms, N x 3 x 3 intrinsics or N x 9 boxes) break
+    :data:`VALUE_RULES`."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        ok = np.isfinite(x).all(axis=tuple(range(1, x.ndim)))
+        if kind == "transform":
+            rot = x[:, :3, :3]
+            ok &= np.abs(x[:, 3] - (0.0, 0.0, 0.0, 1.0)).max(axis=1) <= 1e-6
+            # loose: only a scaled, sheared or garbage rotation is wrong, not float round-off
+            ok &= np.abs(rot @ rot.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2)) <= 1e-3
+        elif kind == "intrinsics":
+            ok &= (np.abs(x[:, 2] - (0.0, 0.0, 1.0)).max(axis=1) <= 1e-6) & (x[:, 0, 0] > 0) & (x[:, 1, 1] > 0)
+    return ~ok
+
+
+def _arrays(s: SampleInfo) -> Any:
+    """(field, kind, array) of every numeric array of a sample, ``kind`` a key of VALUE_RULES."""
+    yield "lidar.sensor2ego", "transform", s.lidar2ego
+    yield "lidar.ego2global", "transform", s.ego2global
+    for name, c in s.cams.items():
+        yield f"cams.{name}.intrinsics", "intrinsics", c.intrinsics
+        yield f"cams.{name}.sensor2ego", "transform", c.sensor2ego
+        yield f"cams.{name}.ego2global", "transform", c.ego2global
+        yield f"cams.{name}.cam2ego", "transform", c.cam2ego
+    for k, w in enumerate(s.sweeps):
+        yield f"sweeps[{k}].sensor2ego", "transform", w.sensor2ego
+    yield "gt.boxes", "boxes", s.gt.boxes
+
+
+def check_values(samples: list[SampleInfo]) -> tuple[int, str] | None:
+    """The first (sample index, problem) whose arrays break :data:`VALUE_RULES`, else None.
+
+    Every array of a kind is stacked and checked in one numpy pass; the per-sample scan that
+    names the culprit only runs once something is wrong.
+    """
+    groups: dict[str, list[np.ndarray]] = {kind: [] for kind in VALUE_RULES}
+    for s in samples:
+        for _, kind, arr in _arrays(s):
+            groups[kind].append(arr)
+    if not any(bad_values(kind, _stack(kind, g)).any() for kind, g in groups.items() if g):
+        return None
+    for i, s in enumerate(samples):
+        for name, kind, arr in _arrays(s):
+            bad = np.flatnonzero(bad_values(kind, _stack(kind, [arr])))
+            if len(bad):
+                row = f"[{bad[0]}]" if kind == "boxes" else ""
+                value = arr[bad[0]] if kind == "boxes" else arr
+                return i, f"{name}{row} {VALUE_RULES[kind]}, got {_show(value.tolist())}"
+    raise AssertionError("bad_values flagged a stacked array but no single one")  # pragma: no cover
 
 
 def save_infos(info: InfoFile, path: str | Path) -> None:
@@ -214,7 +380,11 @@ def _write_doc(path: str | Path, version: str, split: str, max_sweeps: int, samp
 
 
 def load_infos(path: str | Path) -> InfoFile:
-    """Read and validate an info file written by :func:`create_infos`."""
+    """Read and validate an info file written by :func:`create_infos`.
+
+    Every field's type, shape and column length, and every array's values, are checked; a bad
+    file raises a one-line :class:`DataError` naming the file, the sample and the field.
+    """
     path = Path(path)
     fix = "rebuild it with `bevsimdet prepare --dataroot D --version V --force`"
     if not path.is_file():
@@ -222,19 +392,45 @@ def load_infos(path: str | Path) -> InfoFile:
     try:
         raw = path.read_bytes()
         doc = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
-    except (OSError, EOFError, ValueError) as e:
+    except (OSError, EOFError, ValueError, zlib.error) as e:
         raise DataError(f"info file {path} is corrupt ({type(e).__name__})", fix=fix) from None
+    except RecursionError:
+        raise DataError(f"info file {path} is corrupt (JSON nested too deeply)", fix=fix) from None
     if not isinstance(doc, dict) or "schema_version" not in doc:
         raise DataError(f"{path} is not a bevsimdet info file (no schema_version)", fix=fix)
     if doc["schema_version"] != SCHEMA_VERSION:
-        raise DataError(f"info file {path} has schema version {doc['schema_version']}, this bevsimdet reads {SCHEMA_VERSION}", fix=fix)
+        raise DataError(f"info file {path} has schema version {_show(doc['schema_version'])}, this bevsimdet reads {SCHEMA_VERSION}", fix=fix)
     if doc.get("box_convention") != BOX_CONVENTION:
-        raise DataError(f"info file {path} uses box convention {doc.get('box_convention')!r}, expected {BOX_CONVENTION!r}", fix=fix)
+        raise DataError(f"info file {path} uses box convention {_show(doc.get('box_convention'))}, expected {BOX_CONVENTION!r}", fix=fix)
     try:
-        samples = [sample_from_json(s) for s in doc["samples"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise DataError(f"info file {path} has a malformed sample record ({type(e).__name__}: {e})", fix=fix) from None
-    return InfoFile(SCHEMA_VERSION, BOX_CONVENTION, doc["version"], doc["split"], int(doc["max_sweeps"]), samples)
+        version, split = _string(doc, "version"), _string(doc, "split")
+        max_sweeps = _integer(doc, "max_sweeps", minimum=0)
+        records = _field(doc, "samples")
+        if not isinstance(records, list):
+            raise MalformedRecord("samples", f"must be a list of sample records, got {_show(records)}")
+    except MalformedRecord as e:
+        raise DataError(f"info file {path}: {e}", fix=fix) from None
+
+    def where(i: int) -> str:
+        token = records[i].get("token") if isinstance(records[i], dict) else None
+        return f"info file {path}: sample {i}" + (f" (token {_show(token)})" if isinstance(token, str) else "")
+
+    samples, seen = [], set()
+    for i, record in enumerate(records):
+        try:
+            sample = sample_from_json(record)
+            if len(sample.sweeps) > max_sweeps:
+                raise MalformedRecord("sweeps", f"has {len(sample.sweeps)} entries, more than the file's max_sweeps {max_sweeps}")
+            if sample.token in seen:
+                raise MalformedRecord("token", "repeats an earlier sample's token")
+        except MalformedRecord as e:
+            raise DataError(f"{where(i)}: {e}", fix=fix) from None
+        seen.add(sample.token)
+        samples.append(sample)
+    bad = check_values(samples)
+    if bad is not None:
+        raise DataError(f"{where(bad[0])}: {bad[1]}", fix=fix)
+    return InfoFile(SCHEMA_VERSION, BOX_CONVENTION, version, split, max_sweeps, samples)
 
 
 # --------------------------------------------------------------------------------------------

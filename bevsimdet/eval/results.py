@@ -140,6 +140,9 @@ def load_results(
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ResultsError(f"{path} is not a submission: its JSON is nested too deeply",
+                           fix="pass the JSON written by `bevsimdet infer` or a submission file") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
         raise ResultsError(f"{path} must be a JSON object with a 'results' object (sample token -> list of boxes)",
                            fix="see the nuScenes detection submission format")
@@ -204,12 +207,12 @@ def results_to_boxes(
     if box_tokens != expected:
         i = next(j for j, (a, b) in enumerate(zip(box_tokens, expected)) if a != b)
         raise ResultsError(f"{where(i)} says sample_token {box_tokens[i]!r}", fix="list each box under its own sample token")
-    labels = list(map(NAME_TO_INDEX.get, map(itemgetter("detection_name"), flat), repeat(-1)))
+    labels = _lookup(NAME_TO_INDEX, list(map(itemgetter("detection_name"), flat)), -1)
     if -1 in labels:
         i = labels.index(-1)
         raise ResultsError(f"{where(i)} has unknown detection_name {flat[i]['detection_name']!r}",
                            fix=f"use one of: {', '.join(DETECTION_NAMES)}")
-    attrs = list(map(ATTRIBUTE_TO_INDEX.get, map(itemgetter("attribute_name"), flat), repeat(-2)))
+    attrs = _lookup(ATTRIBUTE_TO_INDEX, list(map(itemgetter("attribute_name"), flat)), -2)
     if -2 in attrs:
         i = attrs.index(-2)
         raise ResultsError(f"{where(i)} has unknown attribute_name {flat[i]['attribute_name']!r}",
@@ -220,6 +223,14 @@ def results_to_boxes(
         velocity=cols["velocity"], attribute=attrs, score=cols["detection_score"],
         num_pts=np.fromiter(map(methodcaller("get", "num_pts", -1), flat), dtype=np.int64, count=len(flat)),
     )
+
+
+def _lookup(table: Mapping[str, int], names: list[Any], missing: int) -> list[int]:
+    """``table[name]`` for each name, ``missing`` for unknown ones, including non-strings."""
+    try:
+        return list(map(table.get, names, repeat(missing)))
+    except TypeError:  # an unhashable name (a list or object): the slow path, only for bad files
+        return [table.get(n, missing) if isinstance(n, str) else missing for n in names]
 
 
 def _numeric_column(flat: list[dict], key: str, width: int, where: Any) -> np.ndarray:
