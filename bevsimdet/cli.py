@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "bevsimdet.engine.commands",  # train, evaluate-model
     "bevsimdet.infer",  # infer (a split, or a folder of camera frames)
     "bevsimdet.distill.commands",  # distill
+    "bevsimdet.distill.ablate",  # ablate
     "bevsimdet.viz.commands",  # visualize
     "bevsimdet.export.commands",  # export
     "bevsimdet.demo",  # demo
