@@ -29,21 +29,11 @@ def register(app: typer.Typer) -> None:
         """
         from bevsimdet.config import load_config
         from bevsimdet.distill.run import run_distillation
-        from bevsimdet.engine import dist
-        from bevsimdet.engine.train import TrainingInterrupted
+        from bevsimdet.engine.commands import run_to_completion
 
         cfg = load_config(config, set_)
         if dataroot is not None:
             cfg.data.dataroot = str(dataroot)
         if teacher_config is not None:
             cfg.distill.teacher_config = str(teacher_config)
-        try:
-            ckpt = run_distillation(cfg, None, teacher, work_dir, resume=resume, progress=progress)
-            if dist.is_main():
-                typer.echo(f"done: {ckpt}")
-        except TrainingInterrupted as e:
-            if dist.is_main():
-                typer.echo(str(e), err=True)
-            raise typer.Exit(128 + (e.signum or 15)) from None
-        finally:
-            dist.destroy_distributed()
+        run_to_completion(lambda: run_distillation(cfg, None, teacher, work_dir, resume=resume, progress=progress))

@@ -8,7 +8,7 @@ the same command; torchrun's environment variables make them one DDP job).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
@@ -22,6 +22,24 @@ def _load(config: Path, overrides: list[str], dataroot: Optional[Path]):
     if dataroot is not None:
         cfg.data.dataroot = str(dataroot)
     return cfg
+
+
+def run_to_completion(train: Callable[[], Path]) -> None:
+    """Run a training job for a CLI command: print the final checkpoint (main rank), turn a
+    SIGINT/SIGTERM stop into exit code 128 + signal, always tear down the process group."""
+    from bevsimdet.engine import dist
+    from bevsimdet.engine.train import TrainingInterrupted
+
+    try:
+        ckpt = train()
+        if dist.is_main():
+            typer.echo(f"done: {ckpt}")
+    except TrainingInterrupted as e:
+        if dist.is_main():
+            typer.echo(str(e), err=True)
+        raise typer.Exit(128 + (e.signum or 15)) from None
+    finally:
+        dist.destroy_distributed()
 
 
 def register(app: typer.Typer) -> None:
@@ -39,20 +57,10 @@ def register(app: typer.Typer) -> None:
         SIGTERM or Ctrl-C saves a checkpoint at the end of the current step and exits with status
         143 / 130; rerun with --resume to continue exactly where it stopped.
         """
-        from bevsimdet.engine import dist
-        from bevsimdet.engine.train import TrainingInterrupted, run_training
+        from bevsimdet.engine.train import run_training
 
         cfg = _load(config, set_, dataroot)
-        try:
-            ckpt = run_training(cfg, work_dir, resume=resume, progress=progress)
-            if dist.is_main():
-                typer.echo(f"done: {ckpt}")
-        except TrainingInterrupted as e:
-            if dist.is_main():
-                typer.echo(str(e), err=True)
-            raise typer.Exit(128 + (e.signum or 15)) from None
-        finally:
-            dist.destroy_distributed()
+        run_to_completion(lambda: run_training(cfg, work_dir, resume=resume, progress=progress))
 
     @app.command("evaluate-model")
     def evaluate_model_cmd(

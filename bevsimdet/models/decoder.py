@@ -14,7 +14,28 @@ from torch import Tensor, nn
 from bevsimdet.models.image import BasicBlock, conv_bn_relu
 
 
-class GeneralizedResNet(nn.Module):
+class _StageBackbone(nn.Module):
+    """Sequential stages whose every output is kept; ``strides`` are cumulative."""
+
+    stages: nn.ModuleList
+
+    @staticmethod
+    def cumulative(strides) -> list[int]:
+        out, acc = [], 1
+        for s in strides:
+            acc *= int(s)
+            out.append(acc)
+        return out
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+
+class GeneralizedResNet(_StageBackbone):
     """Stages of BasicBlocks, ``blocks`` = [[num_blocks, channels, stride], ...]; returns every
     stage's output."""
 
@@ -27,18 +48,8 @@ class GeneralizedResNet(nn.Module):
             self.stages.append(nn.Sequential(*layers))
             cin = width
         self.out_channels = [int(b[1]) for b in blocks]
-        self.strides = []
-        s = 1
-        for b in blocks:
-            s *= int(b[2])
-            self.strides.append(s)
+        self.strides = self.cumulative(b[2] for b in blocks)
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        outs = []
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs
 
 
 class LSSFPN(nn.Module):
@@ -60,7 +71,7 @@ class LSSFPN(nn.Module):
         return x
 
 
-class SECOND(nn.Module):
+class SECOND(_StageBackbone):
     """SECOND BEV backbone: per stage a strided ConvBNReLU then ``layer_nums[i]`` 3x3 ConvBNReLU."""
 
     def __init__(self, in_channels: int, channels: Sequence[int], layer_nums: Sequence[int], strides: Sequence[int]):
@@ -72,18 +83,8 @@ class SECOND(nn.Module):
             self.stages.append(nn.Sequential(*layers))
             cin = cout
         self.out_channels = list(channels)
-        self.strides = []
-        acc = 1
-        for s in strides:
-            acc *= int(s)
-            self.strides.append(acc)
+        self.strides = self.cumulative(strides)
 
-    def forward(self, x: Tensor) -> list[Tensor]:
-        outs = []
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs
 
 
 class SECONDFPN(nn.Module):
