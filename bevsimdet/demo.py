@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import typer
 
+from bevsimdet.cli_options import progress_option
 from bevsimdet.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,7 +207,7 @@ def register(app: typer.Typer) -> None:
         dataroot: Path = typer.Option(Path("data/sim-mini"), "--dataroot", help="Where the synthetic world is written (reused if present)."),
         quick: bool = typer.Option(False, "--quick", help="A few-minute version (tiny world, a few steps per model)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the world and of all three trainings."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        progress: bool = progress_option(),
     ) -> None:
         """Simulate the world, train teacher + camera baseline, distil the student, compare all three."""
         run_demo(out, dataroot, plan=DemoPlan.quick() if quick else DemoPlan(), seed=seed, progress=progress,

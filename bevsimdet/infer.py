@@ -18,9 +18,9 @@ from typing import Any, Optional
 
 import typer
 
+from bevsimdet.cli_options import checkpoint_option, config_argument, dataroot_option, progress_option, set_option
 from bevsimdet.errors import UserError
 
-SET_HELP = "Override a config key, e.g. --set train.batch_size=1 (repeatable; the value is parsed as YAML)."
 CAMERA_ONLY = ("camera", "student")  # model types whose forward pass reads no LiDAR
 
 
@@ -81,16 +81,16 @@ def infer_images(cfg: Any, checkpoint: str | Path, images: str | Path, calib: st
 def register(app: typer.Typer) -> None:
     @app.command("infer")
     def infer(
-        config: Path = typer.Argument(..., help="YAML config the checkpoint was trained with (or its run's config.yaml)."),
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="A .safetensors checkpoint (EMA weights are used when present)."),
+        config: Path = config_argument(),
+        checkpoint: Path = checkpoint_option(),
         out: Path = typer.Option(..., "--out", help="Results file to write (nuScenes detection submission JSON)."),
-        dataroot: Optional[Path] = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
+        dataroot: Optional[Path] = dataroot_option(),
         split: Optional[str] = typer.Option(None, "--split", help="Split to run on (default: data.val_split); annotations are not needed."),
         images: Optional[Path] = typer.Option(None, "--images", help="Folder of your own 6-camera frames: DIR/<CAMERA>/<frame>.jpg or DIR/<CAMERA>.jpg (camera-only models)."),
         calib: Optional[Path] = typer.Option(None, "--calib", help="calib.json of the rig for --images (template: configs/calib_template.json)."),
         resize: Optional[float] = typer.Option(None, "--resize", help="With --images: resize factor before the centred crop (default data.test_resize; set it when your images have another resolution than the training data)."),
-        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        set_: list[str] = set_option("train.batch_size=1"),
+        progress: bool = progress_option(),
     ) -> None:
         """Run a checkpoint on a dataset split or on your own camera images; write a nuScenes results file."""
         from bevsimdet.config import load_config

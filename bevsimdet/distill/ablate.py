@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import typer
 
+from bevsimdet.cli_options import dataroot_option, progress_option, set_option
 from bevsimdet.errors import UserError
 
 METRIC_KEYS = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
@@ -141,9 +142,9 @@ def register(app: typer.Typer) -> None:
         teacher: Path = typer.Option(None, "--teacher", help="Checkpoint of the trained fusion teacher (for configs that distil)."),
         seeds: list[int] = typer.Option([0, 1, 2], "--seed", help="Training seeds (repeatable; default 0, 1, 2)."),
         out: Path = typer.Option(Path("runs/ablation"), "--out", help="One run directory per config and seed, plus ablation.md."),
-        dataroot: Path = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
-        set_: list[str] = typer.Option([], "--set", help="Override a config key in every run (repeatable)."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        dataroot: Path = dataroot_option(),
+        set_: list[str] = set_option(None, scope=" in every run"),
+        progress: bool = progress_option(),
     ) -> None:
         """Train several configs over several seeds; report each metric as mean ± std."""
         overrides = list(set_) + ([f"data.dataroot={dataroot}"] if dataroot is not None else [])

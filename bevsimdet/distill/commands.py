@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-SET_HELP = "Override a config key, e.g. --set distill.weights.cmd=50 (repeatable; the value is parsed as YAML)."
+from bevsimdet.cli_options import dataroot_option, progress_option, set_option
 
 
 def register(app: typer.Typer) -> None:
@@ -16,11 +16,11 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Argument(..., help="Student config, e.g. configs/demo_student.yaml or configs/ablations/*.yaml."),
         teacher: Optional[Path] = typer.Option(None, "--teacher", help="Checkpoint of the trained fusion teacher (needed unless every distillation weight is 0)."),
         teacher_config: Optional[Path] = typer.Option(None, "--teacher-config", help="The teacher's YAML config (sets distill.teacher_config; default: the config stored in its checkpoint)."),
-        dataroot: Optional[Path] = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
+        dataroot: Optional[Path] = dataroot_option(),
         work_dir: Path = typer.Option(..., "--work-dir", help="Run directory of the student (config.yaml, checkpoints/, log.jsonl, ...)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from <work-dir>/checkpoints/latest.safetensors."),
-        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        set_: list[str] = set_option("distill.weights.cmd=50"),
+        progress: bool = progress_option(),
     ) -> None:
         """Distil the camera-only BEVSimDet student from a frozen LiDAR+camera teacher.
 

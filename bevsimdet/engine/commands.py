@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import typer
 
-SET_HELP = "Override a config key, e.g. --set train.lr=1e-3 (repeatable; the value is parsed as YAML)."
+from bevsimdet.cli_options import checkpoint_option, config_argument, dataroot_option, progress_option, set_option
 
 
 def _load(config: Path, overrides: list[str], dataroot: Optional[Path]):
@@ -46,11 +46,11 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
         config: Path = typer.Argument(..., help="YAML config, e.g. configs/demo_fusion.yaml."),
-        dataroot: Optional[Path] = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
+        dataroot: Optional[Path] = dataroot_option(),
         work_dir: Path = typer.Option(..., "--work-dir", help="Run directory: config.yaml, checkpoints/, log.jsonl, tensorboard/, metrics.json."),
         resume: bool = typer.Option(False, "--resume", help="Continue from <work-dir>/checkpoints/latest.safetensors."),
-        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        set_: list[str] = set_option("train.lr=1e-3"),
+        progress: bool = progress_option(),
     ) -> None:
         """Train a detector (AdamW, cyclic/cosine LR, AMP on CUDA, DDP under torchrun).
 
@@ -64,13 +64,13 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate-model")
     def evaluate_model_cmd(
-        config: Path = typer.Argument(..., help="YAML config the checkpoint was trained with (or its run's config.yaml)."),
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="A .safetensors checkpoint (EMA weights are used when present) or a .pt/.pth weights file."),
-        dataroot: Optional[Path] = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
+        config: Path = config_argument(),
+        checkpoint: Path = checkpoint_option(weights_files=True),
+        dataroot: Optional[Path] = dataroot_option(),
         split: Optional[str] = typer.Option(None, "--split", help="Split to evaluate (default: data.val_split)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics here as JSON."),
-        set_: list[str] = typer.Option([], "--set", help=SET_HELP),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        set_: list[str] = set_option("train.lr=1e-3"),
+        progress: bool = progress_option(),
     ) -> None:
         """Run a checkpoint over a split and report nuScenes mAP / NDS."""
         from bevsimdet.engine import dist

@@ -7,14 +7,16 @@ from typing import Optional
 
 import typer
 
+from bevsimdet.cli_options import checkpoint_option, config_argument, dataroot_option, progress_option, set_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("visualize")
     def visualize_cmd(
-        config: Path = typer.Argument(..., help="YAML config the checkpoint was trained with (or its run's config.yaml)."),
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="A .safetensors checkpoint (EMA weights are used when present)."),
+        config: Path = config_argument(),
+        checkpoint: Path = checkpoint_option(),
         out: Path = typer.Option(..., "--out", help="Folder for the pictures."),
-        dataroot: Optional[Path] = typer.Option(None, "--dataroot", help="nuScenes-format dataset (overrides data.dataroot)."),
+        dataroot: Optional[Path] = dataroot_option(),
         split: Optional[str] = typer.Option(None, "--split", help="Split to draw from (default: data.val_split)."),
         index: Optional[int] = typer.Option(None, "--index", help="Sample index in the split (default 0)."),
         sample: Optional[str] = typer.Option(None, "--sample", help="Sample token."),
@@ -23,8 +25,8 @@ def register(app: typer.Typer) -> None:
         score_threshold: float = typer.Option(0.3, "--score-threshold", help="Draw predictions scoring at least this."),
         teacher: Optional[Path] = typer.Option(None, "--teacher", help="Fusion teacher checkpoint: also draw teacher vs model BEV feature maps for the first sample."),
         teacher_config: Optional[Path] = typer.Option(None, "--teacher-config", help="The teacher's YAML config (default: the one stored in its checkpoint)."),
-        set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set data.sweeps=0 (repeatable)."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+        set_: list[str] = set_option("data.sweeps=0"),
+        progress: bool = progress_option(),
     ) -> None:
         """Draw predictions and GT on the 6 camera views and in BEV (PNG per sample, optional GIF per scene)."""
         from bevsimdet.config import load_config
