@@ -63,7 +63,7 @@ def _config(name: str, overrides: list[str]):
     return load_config(path, overrides)
 
 
-def _train_stage(run_dir: Path, train: Callable[[bool], Path], log: Callable[[str], None]) -> Path:
+def train_stage(run_dir: Path, train: Callable[[bool], Path], log: Callable[[str], None]) -> Path:
     """Run ``train(resume)`` unless ``run_dir`` already holds a finished run (``DONE`` marker)."""
     from bevsimdet.io import atomic_write_text
 
@@ -169,11 +169,11 @@ def run_demo(
     student_cfg = _config("demo_student.yaml", [*common, *plan.student_overrides])
 
     log("[2/5] teacher: LiDAR + camera fusion")
-    teacher_ckpt = _train_stage(out_dir / "teacher", lambda r: run_training(teacher_cfg, out_dir / "teacher", resume=r, progress=progress), log)
+    teacher_ckpt = train_stage(out_dir / "teacher", lambda r: run_training(teacher_cfg, out_dir / "teacher", resume=r, progress=progress), log)
     log("[3/5] baseline: camera-only BEVFusion-C")
-    camera_ckpt = _train_stage(out_dir / "camera", lambda r: run_training(camera_cfg, out_dir / "camera", resume=r, progress=progress), log)
+    camera_ckpt = train_stage(out_dir / "camera", lambda r: run_training(camera_cfg, out_dir / "camera", resume=r, progress=progress), log)
     log("[4/5] student: BEVSimDet distilled from the frozen teacher")
-    student_ckpt = _train_stage(
+    student_ckpt = train_stage(
         out_dir / "student",
         lambda r: run_distillation(student_cfg, teacher_cfg, teacher_ckpt, out_dir / "student", resume=r, progress=progress),
         log,

@@ -40,7 +40,7 @@ def test_default_configs_exist_and_bad_input_is_one_line(tmp_path):
         run_ablation([DEFAULT_CONFIGS[-1]], [0], tmp_path, teacher=tmp_path / "missing.safetensors")
     with pytest.raises(UserError, match="share a name"):
         run_ablation([DEFAULT_CONFIGS[0], DEFAULT_CONFIGS[0]], [0], tmp_path)
-    with pytest.raises(UserError, match="no seeds"):
+    with pytest.raises(UserError, match="--seed 0 --seed 1"):
         run_ablation([DEFAULT_CONFIGS[0]], [], tmp_path)
 
 

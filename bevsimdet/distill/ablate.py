@@ -67,16 +67,16 @@ def render_ablation(rows: Sequence[AblationRow]) -> str:
 
 
 def _run_one(cfg: Any, run_dir: Path, teacher: Path | None, progress: bool, log: Callable[[str], None]) -> dict[str, float]:
-    from bevsimdet.demo import _train_stage
+    from bevsimdet.demo import train_stage
     from bevsimdet.distill.run import run_distillation
     from bevsimdet.engine.evaluate import evaluate_model
     from bevsimdet.engine.train import run_training
     from bevsimdet.io import atomic_write_json
 
     if cfg.model.type == "student":
-        ckpt = _train_stage(run_dir, lambda r: run_distillation(cfg, None, teacher, run_dir, resume=r, progress=progress), log)
+        ckpt = train_stage(run_dir, lambda r: run_distillation(cfg, None, teacher, run_dir, resume=r, progress=progress), log)
     else:
-        ckpt = _train_stage(run_dir, lambda r: run_training(cfg, run_dir, resume=r, progress=progress), log)
+        ckpt = train_stage(run_dir, lambda r: run_training(cfg, run_dir, resume=r, progress=progress), log)
     cached = run_dir / "eval.json"
     if cached.is_file():
         return json.loads(cached.read_text())
@@ -102,7 +102,7 @@ def run_ablation(
     from bevsimdet.io import atomic_write_json, atomic_write_text
 
     if not seeds:
-        raise UserError("no seeds given", fix="pass --seeds, e.g. --seeds 0 1 2")
+        raise UserError("no seeds given", fix="pass --seed once per seed, e.g. --seed 0 --seed 1 --seed 2")
     cfgs = []
     for path in configs:
         if not Path(path).is_file():
