@@ -233,9 +233,9 @@ def _array(d: Any, key: str, at: str, shape: tuple[int | None, ...], integer: bo
 def _strings(d: Any, key: str, at: str, count: int) -> list[str]:
     value = _field(d, key, at)
     if not isinstance(value, list) or not set(map(type, value)) <= {str}:
-        raise MalformedRecord(f"{at}.{key}", f"must be a list of strings, got {_show(value)}")
+        raise MalformedRecord(_join(at, key), f"must be a list of strings, got {_show(value)}")
     if len(value) != count:
-        raise MalformedRecord(f"{at}.{key}", f"has {len(value)} entries for {count} boxes")
+        raise MalformedRecord(_join(at, key), f"has {len(value)} entries for {count} boxes")
     return value
 
 

@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         dataroot: Optional[Path] = dataroot_option(),
         split: Optional[str] = typer.Option(None, "--split", help="Split to evaluate (default: data.val_split)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics here as JSON."),
-        set_: list[str] = set_option("train.lr=1e-3"),
+        set_: list[str] = set_option("train.batch_size=1"),
         progress: bool = progress_option(),
     ) -> None:
         """Run a checkpoint over a split and report nuScenes mAP / NDS."""

@@ -51,7 +51,6 @@ class GeneralizedResNet(_StageBackbone):
         self.strides = self.cumulative(b[2] for b in blocks)
 
 
-
 class LSSFPN(nn.Module):
     """Upsample the last stage to the first stage's size, concat, 1x1 + 3x3 ConvBNReLU, then
     upsample by ``scale`` (the first stage's stride) back to the decoder's input resolution."""
@@ -84,7 +83,6 @@ class SECOND(_StageBackbone):
             cin = cout
         self.out_channels = list(channels)
         self.strides = self.cumulative(strides)
-
 
 
 class SECONDFPN(nn.Module):
