@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from bevsimdet.engine import dist
 from bevsimdet.engine.checkpoint import CheckpointManager, load_checkpoint
 from bevsimdet.engine.ema import ModelEMA
-from bevsimdet.engine.objective import Objective, run_objective
+from bevsimdet.engine.objective import Objective, diagnostics_interval, run_objective
 from bevsimdet.engine.runlog import RunLogger
 from bevsimdet.errors import DataError, UserError
 from bevsimdet.io import atomic_write_json
@@ -251,10 +251,12 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
 
-    def _train_step(self, stream: Iterator[Any]) -> tuple[Tensor, dict[str, Tensor], Tensor, float]:
-        """One optimizer update's forward/backward passes. Returns (loss, terms, grad norm, data s)."""
+    def _train_step(self, stream: Iterator[Any], diagnose: bool = False) -> tuple[Tensor, dict[str, Tensor], Tensor, float, dict[str, float]]:
+        """One optimizer update's forward/backward passes. Returns (loss, terms, grad norm, data s,
+        the objective's diagnostics of the first micro-batch when ``diagnose``)."""
         loss_sum = torch.zeros((), device=self.device)
         terms_sum: dict[str, Tensor] = {}
+        diagnostics: dict[str, float] = {}
         data_time = 0.0
         for i in range(self.accum_steps):
             t0 = time.perf_counter()
@@ -264,7 +266,8 @@ class Trainer:
             sync = contextlib.nullcontext() if (last or not self.ddp) else self.train_model.no_sync()
             with sync:
                 with self._autocast():
-                    res = run_objective(self.objective, self.train_model, batch)
+                    res = run_objective(self.objective, self.train_model, batch, diagnose=diagnose and i == 0)
+                    diagnostics.update(res.diagnostics)
                 # mean-reduced losses: averaging micro-batch losses equals the loss of the joint batch
                 self.scaler.scale(res.loss / self.accum_steps).backward()
             loss_sum += res.loss.detach().float() / self.accum_steps
@@ -274,7 +277,7 @@ class Trainer:
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         max_norm = self.grad_clip if self.grad_clip else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros((), device=self.device)
-        return loss_sum, terms_sum, grad_norm, data_time
+        return loss_sum, terms_sum, grad_norm, data_time, diagnostics
 
     def _check_finite(self, loss: Tensor, terms: dict[str, Tensor], grad_norm: Tensor, stop: bool) -> bool:
         """Agree across ranks on (non-finite?, stop requested?); raise on non-finite."""
@@ -337,7 +340,9 @@ class Trainer:
                 while self.step < self.max_steps:
                     t0 = time.perf_counter()
                     seed_all(step_seed(self.seed, dist.rank(), self.step))
-                    loss, terms, grad_norm, data_time = self._train_step(stream)
+                    diag_every = diagnostics_interval(self.objective)
+                    diagnose = main and diag_every > 0 and (self.step + 1) % diag_every == 0
+                    loss, terms, grad_norm, data_time, diagnostics = self._train_step(stream, diagnose)
                     stop = self._check_finite(loss, terms, grad_norm, self.stop_signal is not None)
                     lr = self.scheduler.get_last_lr()[0]  # the LR of this update (first param group)
                     self.scaler.step(self.optimizer)
@@ -356,6 +361,8 @@ class Trainer:
                             **values, "lr": lr, "grad_norm": float(grad_norm),
                             "epoch": self.epoch, "time_per_step": time.perf_counter() - t0, "data_time": data_time,
                         })
+                    if diagnostics:  # the objective's own row (e.g. gradient shares), never part of the loss
+                        logger.log(getattr(self.objective, "diagnostics_kind", "diagnostics"), self.step, diagnostics)
                     if stop:
                         interrupted = True
                         break
