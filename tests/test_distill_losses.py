@@ -9,13 +9,13 @@ import torch
 
 from bevsimdet.distill.losses import (
     box_regression_kd,
-    depth_bce,
     feature_mse,
     gather_cells,
     quality_focal_kd,
     regression_code,
 )
 from bevsimdet.distill.masks import gaussian_radius_t, object_mask, object_mask_reference
+from bevsimdet.models.depth import depth_bce
 
 RANGE = (-8.0, -6.0, 8.0, 6.0)  # 16 m x 12 m
 SHAPE = (12, 16)  # 1 m cells
@@ -188,7 +188,7 @@ def _one_camera_batch(points):
 
 
 def test_lidar_depth_bins_nearest_return_per_cell():
-    from bevsimdet.distill.depth import lidar_depth_bins
+    from bevsimdet.models.depth import lidar_depth_bins
 
     pts = [
         [10.0, 0.0, 0.0, 0.0, 0.0],  # image centre (8, 4) -> feature cell (1, 2) of 2 x 4

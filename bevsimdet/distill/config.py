@@ -1,12 +1,11 @@
-"""Schemas of the ``distill:`` config section and of the student's own model settings.
+"""Schema of the ``distill:`` config section.
 
 Only dataclasses here (no torch), so loading a config stays cheap.
 
-* :class:`DistillConfig` (``distill:``): which distillation terms run, with what weights, and how
-  the frozen teacher is run. A weight of 0 switches a term off entirely (it is not computed).
-* :class:`StudentConfig` (``model.student:``, referenced from ``ModelConfig``): what the
-  BEVSimDet student adds to the camera-only detector (second view transform, GCM blocks, the
-  projection to the teacher's LiDAR-BEV width, width adapters for distilled features).
+:class:`DistillConfig` (``distill:``): which distillation terms run, with what weights, and how
+the frozen teacher is run. A weight of 0 switches a term off entirely (it is not computed). The
+student's own model settings (``model.student:``) are a model config:
+:class:`bevsimdet.models.config.StudentConfig`.
 """
 
 from __future__ import annotations
@@ -48,20 +47,4 @@ class DistillConfig:
     teacher_amp: Literal["none", "float16", "bfloat16"] = "none"  # teacher autocast (CUDA only)
 
 
-@dataclass
-class StudentConfig:
-    """BEVSimDet student settings (used when ``model.type: student``)."""
-
-    sim_lidar_channels: int = 256  # must equal the teacher's LiDAR-BEV width (CMD pairs them)
-    gcm: bool = True  # residual deformable attention on the sim-LiDAR BEV
-    gcm_heads: int = 8
-    gcm_points: int = 20
-    image_gcm: bool = False  # a second GCM block on the image features of the sim-LiDAR branch
-    image_gcm_heads: int = 8
-    image_gcm_points: int = 10
-    # student feature name -> teacher width, for paired features whose widths differ:
-    # a 1x1 conv (part of the student, trained with it, unused at test time) adapts them
-    adapters: dict[str, int] = field(default_factory=dict)
-
-
-__all__ = ["DistillConfig", "DistillWeights", "StudentConfig"]
+__all__ = ["DistillConfig", "DistillWeights"]

@@ -20,10 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from bevsimdet.data.batch import Batch
-from bevsimdet.distill.depth import lidar_depth_bins
 from bevsimdet.distill.losses import (
     box_regression_kd,
-    depth_bce,
     feature_mse,
     gather_cells,
     quality_focal_kd,
@@ -31,6 +29,7 @@ from bevsimdet.distill.losses import (
 )
 from bevsimdet.distill.masks import BevRange, object_mask
 from bevsimdet.errors import ConfigError
+from bevsimdet.models.depth import depth_bce, lidar_depth_bins
 from bevsimdet.models.output import DetectorOutput
 from bevsimdet.models.student import ADAPTED
 

@@ -76,23 +76,6 @@ def box_regression_kd(
     return (loss * m[..., None]).sum() / m.sum().clamp(min=1)
 
 
-def depth_bce(depth_probs: Tensor, target_bins: Tensor) -> Tensor:
-    """Binary cross-entropy of a predicted depth distribution against LiDAR depth bins.
-
-    ``depth_probs`` (B*N) x D x h x w (softmax over D); ``target_bins`` (B*N) x h x w long, the
-    bin of the nearest LiDAR return in each feature cell, -1 where there is none. Averaged over
-    cells that have a target (BEVDepth style); zero when no cell has one.
-    """
-    valid = target_bins >= 0
-    d = depth_probs.shape[1]
-    probs = depth_probs.float().permute(0, 2, 3, 1)[valid]  # V x D
-    if probs.shape[0] == 0:
-        return depth_probs.sum() * 0.0
-    onehot = F.one_hot(target_bins[valid], d).float()
-    bce = F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), onehot, reduction="none")
-    return bce.sum() / probs.shape[0]
-
-
 __all__ = [
     "REG_KEYS",
     "feature_mse",
@@ -100,5 +83,4 @@ __all__ = [
     "gather_cells",
     "regression_code",
     "box_regression_kd",
-    "depth_bce",
 ]

@@ -33,8 +33,8 @@ def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module 
     """The :class:`DistillationObjective` of ``cfg`` for a built student ``model``."""
     from bevsimdet.distill.criterion import DistillationCriterion, enabled_terms
     from bevsimdet.distill.objective import DistillationObjective
-    from bevsimdet.models.build import build_criterion
-    from bevsimdet.models.student import centre_targets_fn, student_bev_range, student_dbound
+    from bevsimdet.models.build import bev_range, build_criterion, depth_bound
+    from bevsimdet.models.student import centre_targets_fn
 
     dc = cfg.distill
     weights = dict(vars(dc.weights))
@@ -42,9 +42,9 @@ def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module 
     criterion = build_criterion(cfg.model)
     distill = DistillationCriterion(
         enabled,
-        bev_range=student_bev_range(cfg.model),
+        bev_range=bev_range(cfg.model),
         centre_targets=centre_targets_fn(criterion),
-        dbound=student_dbound(cfg.model),
+        dbound=depth_bound(cfg.model),
         mask_min_overlap=dc.mask_min_overlap,
         mask_min_radius=dc.mask_min_radius,
         qfl_beta=dc.qfl_beta,

@@ -1,11 +1,8 @@
-"""Checkpoints: one safetensors file per checkpoint, no pickle anywhere.
+"""Training checkpoints: one safetensors file per checkpoint, no pickle anywhere.
 
-Layout of a ``*.safetensors`` checkpoint:
-
-* tensors ``model/<name>`` (the model's ``state_dict``), ``ema/<name>`` (EMA weights, if any),
-  ``optim/<param index>/<state key>`` (optimizer state tensors);
-* one metadata entry ``bevsimdet`` holding JSON: format version, step, the resolved config, the
-  optimizer's param groups and non-tensor state, the scheduler / grad-scaler / trainer state.
+The file layout and the reading of model weights live one floor down in :mod:`bevsimdet.weights`
+(models load pretrained and teacher weights from there without importing the engine); this module
+writes checkpoints and restores the whole training state (optimizer, scheduler, scaler, EMA).
 
 Files are written atomically (temporary file + rename), so a crash never leaves a half-written
 checkpoint behind. :func:`load_checkpoint` also reads plain weight files (``.pt``/``.pth`` holding
@@ -28,22 +25,21 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from bevsimdet.errors import UserError
 from bevsimdet.io import atomic_path
+from bevsimdet.weights import (
+    CHECKPOINT_SUFFIX,
+    FORMAT_VERSION,
+    META_KEY,
+    CheckpointError,
+    check_state_compatible,
+    model_weights,
+    read_checkpoint,
+    section,
+    unwrap,
+)
+from bevsimdet.weights import names as _names
 
-FORMAT_VERSION = 1
-META_KEY = "bevsimdet"
-CHECKPOINT_SUFFIX = ".safetensors"
 _STEP_RE = re.compile(r"^step_(\d+)\.safetensors$")
-
-
-class CheckpointError(UserError):
-    """A checkpoint that is missing, unreadable, or does not fit the model/config being used."""
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,75 +109,6 @@ def save_checkpoint(
 # loading
 
 
-def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
-    """(tensors, metadata) of a checkpoint; a ``.pt``/``.pth`` weight file gives ``model/*`` only."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}", fix="pass an existing .safetensors file (e.g. <work-dir>/checkpoints/latest.safetensors)")
-    if path.suffix in (".pt", ".pth"):
-        return _read_torch_weights(path), {}
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw_meta = (f.metadata() or {}).get(META_KEY)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises several types for truncated/corrupt files
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}", fix="the file is corrupt or not a safetensors checkpoint; use another one") from None
-    if raw_meta is None:  # a bare safetensors weight file (e.g. exported elsewhere): weights only
-        if not any(k.startswith("model/") for k in tensors):
-            tensors = {f"model/{k}": v for k, v in tensors.items()}
-        return tensors, {}
-    meta = json.loads(raw_meta)
-    if meta.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format {meta.get('format')}, this version reads {FORMAT_VERSION}")
-    return tensors, meta
-
-
-def _read_torch_weights(path: Path) -> dict[str, Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read weights {path}: {str(e).splitlines()[0]}", fix="only plain tensor dicts are accepted (no pickled objects)") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"weights file {path} is not a dict of tensors")
-    return {f"model/{k}": v for k, v in obj.items()}
-
-
-def _section(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    p = prefix + "/"
-    return {k[len(p):]: v for k, v in tensors.items() if k.startswith(p)}
-
-
-def _names(keys: list[str], limit: int = 4) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... (+{len(keys) - limit})" if len(keys) > limit else "")
-
-
-def check_state_compatible(state: Mapping[str, Tensor], model: nn.Module, path: object) -> None:
-    """Raise a one-line CheckpointError naming missing / unexpected / mis-shaped keys."""
-    own = unwrap(model).state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    if missing:
-        parts.append(f"missing {len(missing)} keys ({_names(missing)})")
-    if unexpected:
-        parts.append(f"unexpected {len(unexpected)} keys ({_names(unexpected)})")
-    if shapes:
-        detail = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}" for k in shapes]
-        parts.append(f"{len(shapes)} shape mismatches ({_names(detail, 2)})")
-    raise CheckpointError(
-        f"checkpoint {path} does not fit this model: " + "; ".join(parts),
-        fix="use the config the checkpoint was trained with (its run's config.yaml)",
-    )
-
-
 def _config_diff(a: Any, b: Any, prefix: str) -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
@@ -212,7 +139,7 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tens
     ):
         raise CheckpointError(f"checkpoint {path}: optimizer parameter groups differ from this run's (train.lr_mult or the model changed)")
     state: dict[int, dict[str, Any]] = {}
-    for key, val in _section(tensors, "optim").items():
+    for key, val in section(tensors, "optim").items():
         idx, name = key.split("/", 1)
         state.setdefault(int(idx), {})[name] = val
     for idx, scalars in saved["scalars"].items():
@@ -238,10 +165,8 @@ def load_checkpoint(
     ``trainer``, ...). ``prefer_ema`` loads the EMA weights into ``model`` when the file has them
     (for evaluation). Incompatible weights raise :class:`CheckpointError` before anything changes."""
     tensors, meta = read_checkpoint(path)
-    weights = _section(tensors, "model")
-    ema_weights = _section(tensors, "ema")
-    if prefer_ema and ema_weights:
-        weights = ema_weights
+    weights = model_weights(tensors, prefer_ema)
+    ema_weights = section(tensors, "ema")
     check_state_compatible(weights, model, path)
     unwrap(model).load_state_dict(weights, strict=True)
     if ema is not None:

@@ -111,8 +111,6 @@ def build_detector(cfg: ModelConfig) -> nn.Module:
 
     bev_grid(cfg)  # fail early on inconsistent grids
     if cfg.type == "student":
-        from bevsimdet.models.student import build_student
-
         return build_student(cfg)
     if cfg.type == "camera":
         return CameraDetector(build_image_encoder(cfg), build_view_transform(cfg), build_decoder(cfg), build_head(cfg))
@@ -122,6 +120,46 @@ def build_detector(cfg: ModelConfig) -> nn.Module:
         fuser = ConvFuser([cfg.camera.out_channels, cfg.lidar.out_channels], cfg.fuser_channels)
         return FusionDetector(build_image_encoder(cfg), build_view_transform(cfg), build_lidar_encoder(cfg), fuser, build_decoder(cfg), build_head(cfg))
     raise ConfigError(f"unknown model.type '{cfg.type}'", fix="use camera, lidar, fusion or student")
+
+
+# The student is the camera baseline's encoder, view transform, decoder and head (the same
+# builders), plus a second view transform, the GCM blocks, the projection and the fuser.
+
+
+def build_student(cfg: ModelConfig) -> nn.Module:
+    """The student of a ``model:`` config with ``type: student`` (settings in ``model.student``)."""
+    from bevsimdet.models.fuser import ConvFuser
+    from bevsimdet.models.gcm import GCM
+    from bevsimdet.models.student import Student, bev_projection
+
+    sc = cfg.student
+    # built in this order so a seeded initialisation gives the same weights as before
+    camera_vt = build_view_transform(cfg)
+    image_encoder = build_image_encoder(cfg)
+    sim_lidar_vt = build_view_transform(cfg)
+    decoder = build_decoder(cfg)
+    head = build_head(cfg)
+    c, (ny, nx) = camera_vt.out_channels, tuple(camera_vt.bev_shape)
+    gcm = GCM(c, ny, nx, sc.gcm_heads, sc.gcm_points) if sc.gcm else None
+    image_gcm = GCM(camera_vt.in_channels, *tuple(camera_vt.feature_shape), sc.image_gcm_heads, sc.image_gcm_points) if sc.image_gcm else None
+    fused = fused_channels(cfg)
+    widths = {"camera_bev": c, "sim_lidar_bev": sc.sim_lidar_channels, "fused_bev": fused}
+    unknown = set(sc.adapters) - set(widths)
+    if unknown:
+        raise ConfigError(f"model.student.adapters: unknown feature(s) {sorted(unknown)}", fix=f"adapt one of {sorted(widths)}")
+    adapters = {name: nn.Conv2d(widths[name], width, 1) for name, width in sc.adapters.items()}
+    return Student(
+        image_encoder=image_encoder,
+        camera_vt=camera_vt,
+        sim_lidar_vt=sim_lidar_vt,
+        projection=bev_projection(c, sc.sim_lidar_channels),
+        fuser=ConvFuser([c, sc.sim_lidar_channels], fused),
+        decoder=decoder,
+        head=head,
+        gcm=gcm,
+        image_gcm=image_gcm,
+        adapters=adapters,
+    )
 
 
 def build_criterion(cfg: ModelConfig) -> nn.Module:
@@ -146,6 +184,6 @@ def build_postprocess(cfg: ModelConfig) -> nn.Module:
 
 
 __all__ = [
-    "build_detector", "build_criterion", "build_postprocess", "build_image_encoder", "build_view_transform",
+    "build_detector", "build_student", "build_criterion", "build_postprocess", "build_image_encoder", "build_view_transform",
     "build_lidar_encoder", "build_decoder", "build_head", "bev_grid", "bev_range", "depth_bound", "fused_channels",
 ]

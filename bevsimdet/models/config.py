@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from bevsimdet.distill.config import StudentConfig
-
 
 @dataclass
 class ImageConfig:
@@ -103,6 +101,24 @@ class HeadConfig:
 
 
 @dataclass
+class StudentConfig:
+    """BEVSimDet student settings (used when ``model.type: student``): what the student adds to
+    the camera-only detector (second view transform, GCM blocks, the projection to the teacher's
+    LiDAR-BEV width, width adapters for distilled features)."""
+
+    sim_lidar_channels: int = 256  # must equal the teacher's LiDAR-BEV width (CMD pairs them)
+    gcm: bool = True  # residual deformable attention on the sim-LiDAR BEV
+    gcm_heads: int = 8
+    gcm_points: int = 20
+    image_gcm: bool = False  # a second GCM block on the image features of the sim-LiDAR branch
+    image_gcm_heads: int = 8
+    image_gcm_points: int = 10
+    # student feature name -> teacher width, for paired features whose widths differ:
+    # a 1x1 conv (part of the student, trained with it, unused at test time) adapts them
+    adapters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class ModelConfig:
     type: Literal["camera", "lidar", "fusion", "student"] = "fusion"
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -117,4 +133,4 @@ class ModelConfig:
     student: StudentConfig = field(default_factory=StudentConfig)  # used by type: student
 
 
-__all__ = ["ModelConfig", "ImageConfig", "CameraConfig", "LidarConfig", "DecoderConfig", "HeadConfig"]
+__all__ = ["ModelConfig", "ImageConfig", "CameraConfig", "LidarConfig", "DecoderConfig", "HeadConfig", "StudentConfig"]

@@ -15,12 +15,13 @@ camera geometry of the batch: no LiDAR anywhere, at training or test time, so it
 
 Width adapters (1x1 convs, declared in ``model.student.adapters``) are trained with the student
 for distillation pairs whose widths differ; they run in training mode only and their outputs are
-returned as ``feats["adapted/<name>"]``.
+returned as ``feats["adapted/<name>"]``. :func:`bevsimdet.models.build.build_student` assembles
+one from a ``model:`` config.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Mapping
 
 from torch import Tensor, nn
 
@@ -99,76 +100,6 @@ class Student(nn.Module):
         return DetectorOutput(preds=self.head(decoded), feats=feats, depth=depth)
 
 
-# ---------------------------------------------------------------------------------------------
-# building from config. The shared model builders are the only integration points with the
-# camera baseline: the student is the baseline's encoder, view transform, decoder and head, plus
-# a second view transform, the GCM blocks, the projection and the fuser.
-
-
-def _camera_parts(cfg: Any) -> dict[str, Any]:
-    """The camera baseline's components and sizes for ``model:`` config ``cfg``."""
-    from bevsimdet.models import build
-
-    vt = build.build_view_transform(cfg)
-    return dict(
-        image_encoder=build.build_image_encoder(cfg),
-        camera_vt=vt,
-        sim_lidar_vt=build.build_view_transform(cfg),
-        decoder=build.build_decoder(cfg),
-        head=build.build_head(cfg),
-        bev_channels=vt.out_channels,
-        bev_shape=tuple(vt.bev_shape),  # Ny, Nx
-        img_channels=vt.in_channels,
-        img_shape=tuple(vt.feature_shape),  # h, w
-        fused_channels=build.fused_channels(cfg),
-    )
-
-
-def build_student(cfg: Any) -> Student:
-    """The student of a ``model:`` config with ``type: student`` (settings in ``model.student``)."""
-    from bevsimdet.models.fuser import ConvFuser
-
-    sc = cfg.student
-    parts = _camera_parts(cfg)
-    c, (ny, nx) = parts["bev_channels"], parts["bev_shape"]
-    gcm = GCM(c, ny, nx, sc.gcm_heads, sc.gcm_points) if sc.gcm else None
-    image_gcm = GCM(parts["img_channels"], *parts["img_shape"], sc.image_gcm_heads, sc.image_gcm_points) if sc.image_gcm else None
-    fused = parts["fused_channels"]
-    widths = {"camera_bev": c, "sim_lidar_bev": sc.sim_lidar_channels, "fused_bev": fused}
-    unknown = set(sc.adapters) - set(widths)
-    if unknown:
-        from bevsimdet.errors import ConfigError
-
-        raise ConfigError(f"model.student.adapters: unknown feature(s) {sorted(unknown)}", fix=f"adapt one of {sorted(widths)}")
-    adapters = {name: nn.Conv2d(widths[name], width, 1) for name, width in sc.adapters.items()}
-    return Student(
-        image_encoder=parts["image_encoder"],
-        camera_vt=parts["camera_vt"],
-        sim_lidar_vt=parts["sim_lidar_vt"],
-        projection=bev_projection(c, sc.sim_lidar_channels),
-        fuser=ConvFuser([c, sc.sim_lidar_channels], fused),
-        decoder=parts["decoder"],
-        head=parts["head"],
-        gcm=gcm,
-        image_gcm=image_gcm,
-        adapters=adapters,
-    )
-
-
-def student_bev_range(cfg: Any) -> tuple[float, float, float, float]:
-    """(xmin, ymin, xmax, ymax) of the student's BEV feature maps, for the CMD mask."""
-    from bevsimdet.models import build
-
-    return build.bev_range(cfg)
-
-
-def student_dbound(cfg: Any) -> tuple[float, float, float]:
-    """(dmin, dmax, step) of the student's depth bins."""
-    from bevsimdet.models import build
-
-    return build.depth_bound(cfg)
-
-
 def centre_targets_fn(criterion: nn.Module):
     """Per task (flat GT-centre indices B x K, slot mask B x K) from the CenterPoint criterion."""
 
@@ -179,4 +110,4 @@ def centre_targets_fn(criterion: nn.Module):
     return centre_targets
 
 
-__all__ = ["Student", "build_student", "bev_projection", "ADAPTED", "student_bev_range", "student_dbound", "centre_targets_fn"]
+__all__ = ["Student", "bev_projection", "ADAPTED", "centre_targets_fn"]

@@ -35,11 +35,11 @@ class FrozenTeacher(nn.Module):
 def load_teacher(path: str | Path, cfg: Any) -> FrozenTeacher:
     """The detector of ``model:`` config ``cfg`` (normally ``type: fusion``) with the weights in
     ``path``, frozen. Incompatible weights raise a one-line ``CheckpointError``."""
-    from bevsimdet.engine.checkpoint import load_checkpoint
     from bevsimdet.models.build import build_detector
+    from bevsimdet.weights import load_weights
 
     detector = build_detector(cfg)
-    load_checkpoint(path, model=detector, prefer_ema=True)
+    load_weights(path, detector, prefer_ema=True)
     return FrozenTeacher(detector)
 
 

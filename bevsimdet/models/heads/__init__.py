@@ -243,8 +243,7 @@ class CenterPointCriterion(nn.Module):
             box_total = bx if box_total is None else box_total + bx
         terms = {"det_heatmap": heat_total, "det_bbox": box_total}
         if self.depth_dbound is not None and output.depth is not None and batch.points is not None:
-            from bevsimdet.distill.depth import lidar_depth_bins
-            from bevsimdet.distill.losses import depth_bce
+            from bevsimdet.models.depth import depth_bce, lidar_depth_bins
 
             bins = lidar_depth_bins(batch, tuple(output.depth.shape[-2:]), self.depth_dbound).to(device)
             terms["det_depth"] = depth_bce(output.depth, bins)

@@ -207,7 +207,7 @@ class ImageEncoder(nn.Module):
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     """Load a local backbone weight file (safetensors, or a tensor dict via torch.load
     weights_only); keys may carry a ``backbone.`` prefix; classifier keys are ignored."""
-    from bevsimdet.engine.checkpoint import read_checkpoint
+    from bevsimdet.weights import read_checkpoint
 
     path = Path(path)
     if not path.is_file():

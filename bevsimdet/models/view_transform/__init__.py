@@ -193,7 +193,7 @@ class LSSTransform(nn.Module):
     def depth_targets(self, batch: Batch) -> Tensor:
         """(B*N) x h x w long: the depth bin of the nearest keyframe LiDAR return in each feature
         cell, -1 where there is none (BEVDepth-style supervision; needs ``batch.points``)."""
-        from bevsimdet.distill.depth import lidar_depth_bins
+        from bevsimdet.models.depth import lidar_depth_bins
 
         return lidar_depth_bins(batch, self.feature_shape, self.dbound)
 

@@ -1,13 +1,15 @@
-"""LiDAR depth targets for the optional depth-supervision term (training only).
+"""LiDAR depth supervision of LSS depth distributions (training only): targets and the loss.
 
-Keyframe LiDAR points (``time_lag == 0``; older sweeps would smear moving objects) are projected
-into every camera's *augmented* image, and each image-feature cell keeps the depth bin of its
-nearest return (BEVDepth style). The student never sees these at test time.
+Used by the detection criterion (``det_depth``, BEVDepth style) and by the distillation
+criterion (its ``depth`` term on the student's branches). Keyframe LiDAR points
+(``time_lag == 0``; older sweeps would smear moving objects) are projected into every camera's
+*augmented* image, and each image-feature cell keeps the depth bin of its nearest return. The student never sees these at test time.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from bevsimdet.data.batch import Batch
@@ -54,4 +56,21 @@ def lidar_depth_bins(batch: Batch, feat_hw: tuple[int, int], dbound: tuple[float
     return torch.cat(out, 0)
 
 
-__all__ = ["lidar_depth_bins", "num_depth_bins"]
+def depth_bce(depth_probs: Tensor, target_bins: Tensor) -> Tensor:
+    """Binary cross-entropy of a predicted depth distribution against LiDAR depth bins.
+
+    ``depth_probs`` (B*N) x D x h x w (softmax over D); ``target_bins`` (B*N) x h x w long, the
+    bin of the nearest LiDAR return in each feature cell, -1 where there is none. Averaged over
+    cells that have a target (BEVDepth style); zero when no cell has one.
+    """
+    valid = target_bins >= 0
+    d = depth_probs.shape[1]
+    probs = depth_probs.float().permute(0, 2, 3, 1)[valid]  # V x D
+    if probs.shape[0] == 0:
+        return depth_probs.sum() * 0.0
+    onehot = F.one_hot(target_bins[valid], d).float()
+    bce = F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), onehot, reduction="none")
+    return bce.sum() / probs.shape[0]
+
+
+__all__ = ["depth_bce", "lidar_depth_bins", "num_depth_bins"]
