@@ -19,17 +19,47 @@ ABLATIONS = {
     "imd_cmd_mmdf": (["imd", "cmd", "mmd_f"], True),
     "full": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], True),
     "full_no_gcm": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], False),
+    "full_released": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], True),
     "imd_no_gcm": (["imd"], False),
     "no_distill_no_gcm": ([], False),
 }
 needs_base = pytest.mark.skipif(not (CONFIGS / "demo_camera.yaml").is_file(), reason="demo_camera.yaml not in the tree yet")
 
 
-def test_defaults_are_the_released_weights():
+def test_defaults_are_the_released_weights_on_scale_free_normalisers():
     cfg = load_config(None)
-    assert vars(cfg.distill.weights) == dict(imd=1.0, cmd=100.0, mmd_f=1.0, mmd_p_cls=0.25, mmd_p_box=0.25, depth=0.0)
+    # released 1 / 100 / 1 / 0.25 / 0.25 times the paper's typical factors (docs/distill.md)
+    assert vars(cfg.distill.weights) == dict(imd=1.0, cmd=100 * 0.002, mmd_f=1.0, mmd_p_cls=0.25 * 0.1, mmd_p_box=0.25 * 0.03, depth=0.0)
+    assert vars(cfg.distill.normalize) == dict(imd="elements", cmd="mask", mmd_f="elements", mmd_p_cls="gt_centres", mmd_p_box="objects")
     assert cfg.distill.box_code_weights == [1.0] * 8 + [0.2, 0.2]
+    assert vars(cfg.distill.box_groups) == dict(offset=1.0, z=1.0, size=1.0, rot=1.0, vel=1.0)
+    assert cfg.distill.grad_log_interval == 0 and cfg.distill.depth_branch == "both"
     assert cfg.model.student.gcm and cfg.model.student.gcm_points == 20
+
+
+@needs_base
+def test_student_configs_share_the_paper_equivalent_weights():
+    demo, paper = load_config(CONFIGS / "demo_student.yaml"), load_config(CONFIGS / "nuscenes_student.yaml")
+    assert vars(demo.distill.weights) == vars(paper.distill.weights) == vars(load_config(None).distill.weights)
+    assert vars(demo.distill.normalize) == vars(paper.distill.normalize)
+    assert demo.distill.grad_log_interval > 0 and paper.distill.grad_log_interval > 0
+
+
+@needs_base
+def test_released_ablation_row_uses_the_released_normalisers():
+    cfg = load_config(CONFIGS / "ablations" / "full_released.yaml")
+    assert vars(cfg.distill.weights) == dict(imd=1.0, cmd=100.0, mmd_f=1.0, mmd_p_cls=0.25, mmd_p_box=0.25, depth=0.0)
+    assert vars(cfg.distill.normalize) == dict(imd="elements", cmd="elements", mmd_f="elements", mmd_p_cls="teacher_pos", mmd_p_box="objects")
+
+
+def test_unknown_normaliser_is_a_config_error(tmp_path):
+    leaf = tmp_path / "leaf.yaml"
+    leaf.write_text("distill:\n  normalize: {cmd: pixels}\n")
+    with pytest.raises(ConfigError, match="distill.normalize.cmd"):
+        load_config(leaf)
+    leaf.write_text("distill:\n  box_groups: {heading: 0}\n")
+    with pytest.raises(ConfigError, match="distill.box_groups.heading"):
+        load_config(leaf)
 
 
 def test_override_one_weight_keeps_the_others(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bevsimdet.data.batch import Batch
-from bevsimdet.distill.criterion import TERMS, DistillationCriterion
+from bevsimdet.distill.criterion import TERMS, DistillationCriterion, TaskTargets
 from bevsimdet.distill.objective import DistillationObjective
 from bevsimdet.engine.objective import run_objective
 from bevsimdet.errors import ConfigError
@@ -101,10 +101,15 @@ class Supervised(nn.Module):
         return {"heatmap": sum(p["heatmap"].sigmoid().mean() for p in out.preds), "bbox": sum(p["reg"].abs().mean() for p in out.preds)}
 
 
-def centre_targets(batch):
+def head_targets(batch):
     idx = torch.tensor([[3, 10, 0], [5, 0, 0]])
     slots = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-    return [(idx, slots)] * len(TASKS)
+    out = []
+    for k in TASKS:
+        heat = torch.zeros(B, k, *BEV)
+        heat.view(B, k, -1)[0, 0, 3] = heat.view(B, k, -1)[0, 0, 10] = heat.view(B, k, -1)[1, 0, 5] = 1.0
+        out.append(TaskTargets(idx, slots, heat))
+    return out
 
 
 def random_batch(seed=0):
@@ -119,7 +124,7 @@ def random_batch(seed=0):
 
 
 def make_objective(teacher, terms=("imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box")):
-    crit = DistillationCriterion(terms, bev_range=RANGE, centre_targets=centre_targets, dbound=(1.0, 6.0, 1.0))
+    crit = DistillationCriterion(terms, bev_range=RANGE, targets=head_targets, dbound=(1.0, 6.0, 1.0))
     weights = dict(imd=1.0, cmd=100.0, mmd_f=1.0, mmd_p_cls=0.25, mmd_p_box=0.25, depth=1.0)
     return DistillationObjective(teacher, Supervised(), crit, weights)
 
@@ -152,7 +157,7 @@ def test_terms_zero_when_student_output_equals_teacher_output():
     batch = random_batch()
     t = teacher(batch)
     s = DetectorOutput(t.preds, {**t.feats, "sim_lidar_bev": t.feats["lidar_bev"]})
-    crit = DistillationCriterion(TERMS[:-1], bev_range=RANGE, centre_targets=centre_targets)
+    crit = DistillationCriterion(TERMS[:-1], bev_range=RANGE, targets=head_targets)
     terms = crit(s, t, batch)
     assert set(terms) == {"imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"}
     for name, v in terms.items():

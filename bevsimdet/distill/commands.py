@@ -1,4 +1,4 @@
-"""CLI: ``bevsimdet distill``."""
+"""CLI: ``bevsimdet distill`` and ``bevsimdet distill-terms``."""
 
 from __future__ import annotations
 
@@ -37,3 +37,16 @@ def register(app: typer.Typer) -> None:
         if teacher_config is not None:
             cfg.distill.teacher_config = str(teacher_config)
         run_to_completion(lambda: run_distillation(cfg, None, teacher, work_dir, resume=resume, progress=progress))
+
+    @app.command("distill-terms")
+    def distill_terms(
+        run: Path = typer.Argument(..., help="A distillation run directory (--work-dir of distill) or its log.jsonl."),
+    ) -> None:
+        """Table of each loss term's share of the gradient on the student, from the run's 'distill' rows.
+
+        The rows are written every distill.grad_log_interval steps (0: off). A term whose share
+        is tiny does next to nothing; one that dominates crowds the others out.
+        """
+        from bevsimdet.distill.report import load_shares, render_shares
+
+        typer.echo(render_shares(load_shares(run)))

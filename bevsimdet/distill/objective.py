@@ -4,6 +4,11 @@ The frozen teacher lives here, never inside the student: it is not in the studen
 ``state_dict``, not in the optimizer, and not wrapped by DDP. It runs once per step under
 ``torch.no_grad()`` in ``eval()`` mode (BatchNorm statistics frozen), in float32 unless
 ``teacher_amp`` asks for bf16/fp16 (CUDA only). The student sees the batch *without* LiDAR.
+
+Every ``grad_log_interval`` steps the trainer asks for :meth:`DistillationObjective.diagnostics`
+and logs them as a ``distill`` row of ``log.jsonl``: each weighted term's gradient norm on the
+student and its share (supervised terms included), the weighted values, and how each term's
+normaliser compares with the released code's (``released_factor/<term>``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from torch import Tensor, nn
 
 from bevsimdet.data.batch import Batch
 from bevsimdet.distill.criterion import DistillationCriterion
+from bevsimdet.engine.objective import gradient_norms
 from bevsimdet.models.output import DetectorOutput
 
 
@@ -36,7 +42,10 @@ class DistillationObjective:
         distill: the distillation terms.
         weights: weight of every term (supervised and distillation) by name.
         teacher_amp: autocast dtype for the teacher on CUDA, or ``None`` for float32.
+        grad_log_interval: every this many steps, :meth:`diagnostics` (0: never).
     """
+
+    diagnostics_kind = "distill"  # the log.jsonl row kind of the diagnostics
 
     def __init__(
         self,
@@ -45,6 +54,7 @@ class DistillationObjective:
         distill: DistillationCriterion,
         weights: Mapping[str, float],
         teacher_amp: torch.dtype | None = None,
+        grad_log_interval: int = 0,
     ):
         if teacher is None and distill.needs_teacher:
             raise ValueError(f"distillation terms {distill.enabled} need a teacher")
@@ -53,6 +63,7 @@ class DistillationObjective:
         self.distill = distill
         self.weights = dict(weights)
         self.teacher_amp = teacher_amp
+        self.diagnostics_interval = max(int(grad_log_interval), 0)
 
     def _teacher_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
         # explicit either way, so the student's autocast never decides the teacher's precision
@@ -74,6 +85,15 @@ class DistillationObjective:
         terms = dict(self.criterion(output, batch))
         terms.update(self.distill(output, teacher_out, batch))
         return terms, output
+
+    def diagnostics(self, model: nn.Module, weighted: Mapping[str, Tensor]) -> dict[str, float]:
+        """``grad_norm/<term>``, ``grad_share/<term>``, ``grad_norm/total`` on the student's trainable
+        parameters (:func:`~bevsimdet.engine.objective.gradient_norms`), ``loss/<term>`` (weighted)
+        and ``released_factor/<term>`` of the batch the terms came from."""
+        out = gradient_norms(weighted, [p for p in model.parameters() if p.requires_grad])
+        out.update({f"loss/{k}": float(v.detach()) for k, v in weighted.items()})
+        out.update(self.distill.released_factors())
+        return out
 
 
 __all__ = ["DistillationObjective", "freeze"]

@@ -29,32 +29,59 @@ def teacher_config_from(checkpoint: str | Path, config: str | Path | None = None
     return from_dict(Config, stored, {}, "")
 
 
-def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module | None):
-    """The :class:`DistillationObjective` of ``cfg`` for a built student ``model``."""
-    from bevsimdet.distill.criterion import DistillationCriterion, enabled_terms
+def check_same_grid(student_model: Any, teacher_model: Any, student_name: str = "student", teacher_name: str = "teacher") -> None:
+    """One-line ConfigError unless student and teacher BEV maps share grid shape and metric range
+    (the feature terms compare them cell by cell, and the object mask is drawn on that grid)."""
+    from bevsimdet.models.build import bev_grid
+
+    s_shape, s_range = bev_grid(student_model)
+    t_shape, t_range = bev_grid(teacher_model)
+    if tuple(s_shape) != tuple(t_shape) or any(abs(a - b) > 1e-6 for a, b in zip(s_range, t_range)):
+        def show(shape: Any, rng: Any) -> str:
+            return f"{shape[0]}x{shape[1]} over x [{rng[0]:g}, {rng[2]:g}] y [{rng[1]:g}, {rng[3]:g}] m"
+
+        raise ConfigError(
+            f"the student '{student_name}' has a BEV grid of {show(s_shape, s_range)} but the teacher '{teacher_name}' has {show(t_shape, t_range)}",
+            fix="give the student the teacher's model.camera xbound / ybound / downsample (distillation compares the maps cell by cell)",
+        )
+
+
+def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module | None, teacher_cfg: Any | None = None):
+    """The :class:`DistillationObjective` of ``cfg`` for a built student ``model`` (its criterion on
+    the model's device). With the teacher's config, first checks that the two share a BEV grid."""
+    from bevsimdet.distill.criterion import DistillationCriterion, enabled_terms, head_targets_fn
+    from bevsimdet.distill.losses import grouped_code_weights
     from bevsimdet.distill.objective import DistillationObjective
     from bevsimdet.models.build import bev_range, build_criterion, depth_bound
-    from bevsimdet.models.student import centre_targets_fn
 
+    if teacher_cfg is not None:
+        check_same_grid(cfg.model, teacher_cfg.model, cfg.name, teacher_cfg.name)
     dc = cfg.distill
     weights = dict(vars(dc.weights))
     enabled = enabled_terms(weights)
-    criterion = build_criterion(cfg.model)
+    # the supervised criterion holds buffers (code weights): it must live where the student does
+    device = next(model.parameters()).device
+    criterion = build_criterion(cfg.model).to(device)
     distill = DistillationCriterion(
         enabled,
         bev_range=bev_range(cfg.model),
-        centre_targets=centre_targets_fn(criterion),
+        targets=head_targets_fn(criterion),
         dbound=depth_bound(cfg.model),
+        normalize=dict(vars(dc.normalize)),
         mask_min_overlap=dc.mask_min_overlap,
         mask_min_radius=dc.mask_min_radius,
         qfl_beta=dc.qfl_beta,
         pos_threshold=dc.pos_threshold,
-        box_code_weights=dc.box_code_weights,
+        box_code_weights=grouped_code_weights(dc.box_code_weights, vars(dc.box_groups)),
         smooth_l1_beta=dc.smooth_l1_beta,
-    )
+        max_objs=cfg.model.head.max_objs,
+        depth_branch=dc.depth_branch,
+    ).to(device)
     all_weights = {**(getattr(cfg.model, "loss_weights", None) or {}), **weights}
     amp = None if dc.teacher_amp == "none" else getattr(torch, dc.teacher_amp)
-    return DistillationObjective(teacher if distill.needs_teacher else None, criterion, distill, all_weights, teacher_amp=amp)
+    return DistillationObjective(
+        teacher if distill.needs_teacher else None, criterion, distill, all_weights, teacher_amp=amp, grad_log_interval=dc.grad_log_interval,
+    )
 
 
 def load_frozen_teacher(teacher_cfg: Any, checkpoint: str | Path, device: torch.device) -> nn.Module:
@@ -79,6 +106,7 @@ def distillation_objective_factory(teacher_cfg: Any | None, teacher_checkpoint: 
         if teacher_terms(cfg):
             device = next(model.parameters()).device
             tcfg = teacher_cfg if teacher_cfg is not None else teacher_config_from(teacher_checkpoint, cfg.distill.teacher_config)
+            check_same_grid(cfg.model, tcfg.model, cfg.name, tcfg.name)  # before loading its weights
             teacher = load_frozen_teacher(tcfg, teacher_checkpoint, device)
         return build_distillation_objective(cfg, model, teacher)
 
@@ -119,4 +147,4 @@ def run_distillation(
     return run_training(cfg, work_dir, resume=resume, objective_factory=factory, progress=progress)
 
 
-__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "teacher_terms", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
+__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "teacher_terms", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]

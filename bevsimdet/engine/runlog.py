@@ -1,4 +1,8 @@
-"""Run logging: ``log.jsonl`` rows and TensorBoard scalars (main process only)."""
+"""Run logging: ``log.jsonl`` rows and TensorBoard scalars (main process only), and reading them back.
+
+Row kinds: ``train`` (every ``log_interval`` steps), ``val`` (every validation) and whatever an
+objective's diagnostics name (``distill`` for the distillation objective's gradient shares).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
+
+from bevsimdet.errors import UserError
 
 
 class RunLogger:
@@ -44,3 +50,34 @@ class RunLogger:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def read_log(path: str | os.PathLike, kind: str | None = None) -> list[dict[str, Any]]:
+    """Rows of ``log.jsonl`` (``path`` is the file or its run directory), optionally of one kind.
+
+    A torn last line (a run killed mid-write) is skipped; any other unreadable line is an error.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "log.jsonl"
+    if not path.is_file():
+        raise UserError(f"no run log at {path}", fix="pass a run directory (--work-dir of train/distill) or its log.jsonl")
+    lines = path.read_text().splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise UserError(f"{path} line {i + 1} is not a JSON object", fix="the run log is damaged; remove that line") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {i + 1} is not a JSON object", fix="the run log is damaged; remove that line")
+        if kind is None or row.get("kind") == kind:
+            rows.append(row)
+    return rows
+
+
+__all__ = ["RunLogger", "read_log"]

@@ -19,12 +19,16 @@ class DetectorOutput:
       ``camera_bev``, ``lidar_bev``, ``fused_bev`` (fuser output) and ``decoder_bev``; the student
       adds ``sim_lidar_bev`` (projected to the teacher's LiDAR-BEV width). Distillation pairs these
       by name.
-    * ``depth``: (B*N) x D x h x w per-camera depth distribution (softmax), or ``None``.
+    * ``depth``: (B*N) x D x h x w per-camera depth distribution (softmax), or ``None``; the
+      student's is its sim-LiDAR branch's.
+    * ``depths``: every depth distribution by branch (the student: ``camera`` and ``sim_lidar``);
+      empty for single-branch detectors, whose one distribution is ``depth``.
     """
 
     preds: list[dict[str, Tensor]]
     feats: dict[str, Tensor] = field(default_factory=dict)
     depth: Tensor | None = None
+    depths: dict[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass

@@ -85,7 +85,7 @@ class Student(nn.Module):
     def forward(self, batch: Batch) -> DetectorOutput:
         """Images (and camera geometry) only; ``batch.points`` is never read."""
         img = self.image_encoder(batch.images)
-        camera_bev, _ = self.camera_vt(img, batch)
+        camera_bev, camera_depth = self.camera_vt(img, batch)
         sim_img = self.image_gcm(img) if self.image_gcm is not None else img
         sim_bev, depth = self.sim_lidar_vt(sim_img, batch)
         if self.gcm is not None:
@@ -97,17 +97,9 @@ class Student(nn.Module):
         if self.training:
             for name, adapter in self.adapters.items():
                 feats[ADAPTED + name] = adapter(feats[name])
-        return DetectorOutput(preds=self.head(decoded), feats=feats, depth=depth)
+        # both branches' depth distributions: the distillation depth term picks (distill.depth_branch)
+        depths = {k: v for k, v in (("camera", camera_depth), ("sim_lidar", depth)) if v is not None}
+        return DetectorOutput(preds=self.head(decoded), feats=feats, depth=depth, depths=depths)
 
 
-def centre_targets_fn(criterion: nn.Module):
-    """Per task (flat GT-centre indices B x K, slot mask B x K) from the CenterPoint criterion."""
-
-    def centre_targets(batch: Batch):
-        targets = criterion.targets(batch)
-        return list(zip(targets.indices, targets.masks))
-
-    return centre_targets
-
-
-__all__ = ["Student", "bev_projection", "ADAPTED", "centre_targets_fn"]
+__all__ = ["Student", "bev_projection", "ADAPTED"]
