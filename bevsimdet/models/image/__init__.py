@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bevsimdet.errors import ConfigError
+from bevsimdet.models.image.efficientnet import VARIANTS, EfficientNetLite, load_efficientnet_weights, resolve_pretrained
 
 # arch -> (block type, blocks per stage, stem width)
 LAYOUTS: dict[str, tuple[str, tuple[int, ...], int]] = {
@@ -190,18 +191,32 @@ class ImageEncoder(nn.Module):
         super().__init__()
         if arch == "swin_t":
             self.backbone: nn.Module = SwinBackbone(image_size)
+        elif arch in VARIANTS:
+            self.backbone = EfficientNetLite(arch, frozen_stages)
         elif arch in LAYOUTS:
             block, layers, stem = LAYOUTS[arch]
             self.backbone = ResNet(block, layers, base_width if arch == "tiny" else stem, frozen_stages)
         else:
-            raise ConfigError(f"unknown image backbone '{arch}'", fix=f"use one of {[*LAYOUTS, 'swin_t']}")
+            raise ConfigError(f"unknown image backbone '{arch}'", fix=f"use one of {[*LAYOUTS, *VARIANTS, 'swin_t']}")
         self.neck = LSSFPNNeck(self.backbone.out_channels, out_channels)
         self.out_channels = out_channels
-        if pretrained:
+        if pretrained and isinstance(self.backbone, EfficientNetLite):
+            path = resolve_pretrained(pretrained)
+            load_efficientnet_weights(self.backbone, read_weight_tensors(path), path)
+        elif pretrained:
             load_backbone_weights(self.backbone, pretrained)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.neck(self.backbone(images.flatten(0, 1)))
+
+
+def read_weight_tensors(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a weight file (safetensors, or a tensor dict via torch.load weights_only)."""
+    from bevsimdet.weights import read_checkpoint
+
+    tensors = read_checkpoint(Path(path))[0]
+    # a bevsimdet checkpoint or a plain file (read_checkpoint files its tensors under model/)
+    return {k.removeprefix("model/"): v for k, v in tensors.items() if not k.startswith(("optim/", "ema/"))}
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
@@ -224,4 +239,4 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     backbone.load_state_dict(usable, strict=False)
 
 
-__all__ = ["ImageEncoder", "ResNet", "LSSFPNNeck", "BasicBlock", "Bottleneck", "load_backbone_weights", "conv_bn_relu"]
+__all__ = ["ImageEncoder", "EfficientNetLite", "ResNet", "LSSFPNNeck", "BasicBlock", "Bottleneck", "load_backbone_weights", "conv_bn_relu"]
