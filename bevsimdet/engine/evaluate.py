@@ -42,8 +42,12 @@ def predict(
     *,
     amp_dtype: torch.dtype | None = None,
     progress: bool = True,
+    depth_stats: DepthStats | None = None,
 ) -> dict[str, list[dict]]:
-    """This rank's results (sample token -> nuScenes result boxes) over ``loader``."""
+    """This rank's results (sample token -> nuScenes result boxes) over ``loader``.
+
+    ``depth_stats``, when given, accumulates the agreement of the model's depth distributions
+    with the batch's LiDAR (batches with points only)."""
     from tqdm.auto import tqdm
 
     from bevsimdet.eval.results import detections_to_results
@@ -57,9 +61,33 @@ def predict(
         with autocast:
             output = model(batch)
         dets = postprocess(output, batch)
+        if depth_stats is not None and output.depth is not None and batch.points is not None:
+            depth_stats.add(output.depth, batch)
         results.update(detections_to_results(dets, batch.meta, bev_augs=batch.bev_aug))
     model.train(was_training)
     return results
+
+
+class DepthStats:
+    """Accumulates how well a model's depth distributions agree with LiDAR over a split:
+    ``depth_within1`` (share of feature cells with a LiDAR return whose most likely bin is within
+    one bin of it) and ``depth_mae`` (mean |expected depth - LiDAR depth|, metres)."""
+
+    def __init__(self, dbound: tuple[float, float, float]):
+        self.dbound = tuple(float(v) for v in dbound)
+        self.sums = [0.0, 0.0, 0.0]  # cells, within one bin, sum of absolute errors
+
+    def add(self, depth: torch.Tensor, batch: Any) -> None:
+        from bevsimdet.models.depth import depth_agreement, lidar_depth_bins
+
+        bins = lidar_depth_bins(batch, tuple(depth.shape[-2:]), self.dbound).to(depth.device)
+        for i, v in enumerate(depth_agreement(depth, bins, self.dbound).tolist()):
+            self.sums[i] += v
+
+    def summary(self) -> dict[str, float]:
+        sums = [sum(v) for v in zip(*dist.all_gather_json(self.sums))] if dist.is_dist() else self.sums
+        n = sums[0]
+        return {"depth_within1": sums[1] / n, "depth_mae": sums[2] / n} if n > 0 else {}
 
 
 class Evaluator:
@@ -69,8 +97,10 @@ class Evaluator:
     latest call on the main rank.
     """
 
-    def __init__(self, loader: Any, postprocess: PostProcess, gt: Any, device: torch.device, *, amp_dtype: torch.dtype | None = None, progress: bool = True):
+    def __init__(self, loader: Any, postprocess: PostProcess, gt: Any, device: torch.device, *, amp_dtype: torch.dtype | None = None,
+                 progress: bool = True, dbound: tuple[float, float, float] | None = None):
         self.loader = loader
+        self.dbound = dbound  # depth bins of camera models: also report depth_within1 / depth_mae
         self.postprocess = postprocess
         self.gt = gt
         self.device = device
@@ -82,12 +112,14 @@ class Evaluator:
         from bevsimdet.eval.dist import gather_results
         from bevsimdet.eval.metrics import evaluate
 
-        local = predict(model, self.postprocess, self.loader, self.device, amp_dtype=self.amp_dtype, progress=self.progress)
+        stats = DepthStats(self.dbound) if self.dbound is not None else None
+        local = predict(model, self.postprocess, self.loader, self.device, amp_dtype=self.amp_dtype, progress=self.progress, depth_stats=stats)
         results = gather_results(local)
+        depth = stats.summary() if stats is not None else {}
         summary: dict[str, float] = {}
         if dist.is_main():
             full = evaluate(results, self.gt).to_dict()
-            summary = summarize(full)
+            summary = {**summarize(full), **depth}
             self.last = {**summary, **full}
         return dist.broadcast_json(summary)  # every rank returns the main rank's numbers
 
@@ -120,10 +152,11 @@ def _load_model(cfg: Any, checkpoint: str | Path) -> tuple[nn.Module, torch.devi
 def build_evaluator(cfg: Any, split: str, device: torch.device, *, progress: bool = True) -> Evaluator:
     """Evaluator over ``split`` of ``cfg.data`` with ``cfg.model``'s post-processing."""
     from bevsimdet.eval.gt import load_gt
-    from bevsimdet.models.build import build_postprocess
+    from bevsimdet.models.build import HAS_CAMERA, build_postprocess, depth_bound
 
     gt = load_gt(cfg.data.dataroot, cfg.data.version, split) if dist.is_main() else None
-    return Evaluator(_split_loader(cfg, split), build_postprocess(cfg.model).to(device), gt, device, amp_dtype=_amp_dtype(cfg), progress=progress)
+    dbound = depth_bound(cfg.model) if cfg.model.type in HAS_CAMERA and cfg.data.load_points else None
+    return Evaluator(_split_loader(cfg, split), build_postprocess(cfg.model).to(device), gt, device, amp_dtype=_amp_dtype(cfg), progress=progress, dbound=dbound)
 
 
 def evaluate_model(cfg: Any, checkpoint: str | Path, split: str | None = None, *, progress: bool = True) -> dict[str, Any]:

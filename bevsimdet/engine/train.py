@@ -7,6 +7,7 @@ Run directory layout::
     <work_dir>/log.jsonl                     one JSON row per log interval / validation
     <work_dir>/tensorboard/                  TensorBoard scalars
     <work_dir>/metrics.json                  metrics of the last validation
+    <work_dir>/curves.png                    validation metrics against steps (redrawn at every validation)
 """
 
 from __future__ import annotations

@@ -306,6 +306,13 @@ class Trainer:
         self.model.train(was_training)
         return metrics
 
+    def _plot_curves(self) -> None:
+        """Redraw ``curves.png``: this run's validation metrics against steps so far."""
+        from bevsimdet.engine.curves import plot_curves, read_val_rows
+
+        name = str((self.config or {}).get("name") or self.work_dir.name)
+        plot_curves({name: read_val_rows(self.work_dir / "log.jsonl")}, self.work_dir / "curves.png", title=f"{name}: validation during training")
+
     def _validate_and_checkpoint(self, logger: RunLogger) -> None:
         """Validate (if there is a validator), checkpoint, and point ``best`` at it when it improved."""
         metrics = self._run_validation()
@@ -314,6 +321,7 @@ class Trainer:
             logger.log("val", self.step, metrics)
             if dist.is_main():
                 atomic_write_json(self.work_dir / "metrics.json", {"step": self.step, **metrics}, indent=2)
+                self._plot_curves()
         value = metrics.get(self.best_metric)
         improved = value is not None and (self.best is None or value > self.best)
         if improved:

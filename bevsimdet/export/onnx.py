@@ -12,6 +12,9 @@ Graph inputs (B fixed at export, P = number of in-grid frustum points, dynamic):
 * ``images``       B x N x 3 x H x W float32, normalised as the dataset does (ImageNet mean/std).
 * ``point_index``  P int64: flat index into the (B*N) x D x h x w frustum points inside the grid.
 * ``cell_index``   P int64: flat BEV cell ``((b * nz + iz) * ny + iy) * nx + ix`` of each point.
+* ``depth_geometry`` (only for camera-aware depth nets, ``model.camera.camera_aware``)
+  (B*N) x (3 + D) x h x w float32: each feature cell's ray direction and ground prior
+  (:meth:`~bevsimdet.models.view_transform.LSSTransform.depth_geometry`), also per rig.
 
 Outputs: the CenterPoint head's raw maps, ``task{t}.{key}`` for every task ``t`` (see
 :data:`bevsimdet.data.classes.TASKS`) and key in :data:`OUTPUT_KEYS`, each B x c x Ny x Nx
@@ -41,7 +44,8 @@ from bevsimdet.models.heads import HEADS
 from bevsimdet.models.output import DetectorOutput
 
 OUTPUT_KEYS: tuple[str, ...] = ("heatmap", *HEADS)
-INPUT_NAMES = ("images", "point_index", "cell_index")
+INPUT_NAMES = ("images", "point_index", "cell_index")  # + "depth_geometry" for camera-aware depth nets
+DEPTH_GEOMETRY = "depth_geometry"
 MIN_OPSET = 16  # GridSample (GCM) and ScatterElements(reduction=add)
 
 
@@ -63,16 +67,21 @@ def bev_pool_scatter(feats: Tensor, ranks: Tensor, num_cells: int) -> Tensor:
 
 
 @contextlib.contextmanager
-def precomputed_geometry(model: nn.Module, point_index: Tensor, cell_index: Tensor) -> Iterator[None]:
-    """Within the block, every view transform of ``model`` uses the given indices instead of
-    computing them from the batch's matrices, and pools with :func:`bev_pool_scatter`. The
-    model's own ``forward`` runs unchanged, so the exported graph cannot drift from it."""
+def precomputed_geometry(model: nn.Module, point_index: Tensor, cell_index: Tensor, depth_geometry: Tensor | None = None) -> Iterator[None]:
+    """Within the block, every view transform of ``model`` uses the given indices (and, for a
+    camera-aware depth net, the given per-cell geometry) instead of computing them from the
+    batch's matrices, and pools with :func:`bev_pool_scatter`. The model's own ``forward`` runs
+    unchanged, so the exported graph cannot drift from it."""
     import bevsimdet.models.view_transform as vt_module
 
     vts = view_transforms(model)
+    if any(vt.camera_aware for vt in vts) and depth_geometry is None:
+        raise ExportError("the model's depth net is camera-aware: it needs the depth_geometry input")
     original_pool = vt_module.bev_pool
     for vt in vts:
         vt.pool_indices = lambda batch: (point_index, cell_index)  # instance attribute shadows the method
+        if vt.camera_aware:
+            vt.depth_geometry = lambda batch: depth_geometry
     vt_module.bev_pool = bev_pool_scatter
     try:
         yield
@@ -80,6 +89,13 @@ def precomputed_geometry(model: nn.Module, point_index: Tensor, cell_index: Tens
         vt_module.bev_pool = original_pool
         for vt in vts:
             del vt.pool_indices
+            vars(vt).pop("depth_geometry", None)
+
+
+def input_names(model: nn.Module) -> tuple[str, ...]:
+    """The graph inputs of ``model``: :data:`INPUT_NAMES`, plus ``depth_geometry`` when a view
+    transform has a camera-aware depth net."""
+    return INPUT_NAMES + ((DEPTH_GEOMETRY,) if any(vt.camera_aware for vt in view_transforms(model)) else ())
 
 
 class ExportGraph(nn.Module):
@@ -93,11 +109,11 @@ class ExportGraph(nn.Module):
         # training mode would switch the detector's BatchNorms to batch statistics
         self.eval()
 
-    def forward(self, images: Tensor, point_index: Tensor, cell_index: Tensor) -> tuple[Tensor, ...]:
+    def forward(self, images: Tensor, point_index: Tensor, cell_index: Tensor, depth_geometry: Tensor | None = None) -> tuple[Tensor, ...]:
         b, n = images.shape[:2]
         unused = images.new_zeros(b, n, 3, 3)  # the matrices are not read: the geometry is an input
         batch = Batch(images=images, intrinsics=unused, cam2ego=images.new_zeros(b, n, 4, 4), img_aug=unused, bev_aug=images.new_zeros(b, 4, 4))
-        with precomputed_geometry(self.model, point_index, cell_index):
+        with precomputed_geometry(self.model, point_index, cell_index, depth_geometry):
             out = self.model(batch)
         return tuple(pred[k] for pred in out.preds for k in OUTPUT_KEYS)
 
@@ -107,8 +123,9 @@ def output_names(num_tasks: int) -> list[str]:
 
 
 def precompute_geometry(model: nn.Module, batch: Batch) -> dict[str, Tensor]:
-    """``point_index`` and ``cell_index`` for the camera matrices of ``batch`` (intrinsics,
-    cam2ego, img_aug, bev_aug; the images are not used). Compute once per rig and reuse."""
+    """``point_index`` and ``cell_index`` (and ``depth_geometry`` for a camera-aware depth net)
+    for the camera matrices of ``batch`` (intrinsics, cam2ego, img_aug, bev_aug; the images are
+    not used). Compute once per rig and reuse."""
     vts = view_transforms(model)
     if not vts:
         raise ExportError(f"{type(model).__name__} has no LSS view transform", fix="export a camera baseline or student config")
@@ -118,7 +135,13 @@ def precompute_geometry(model: nn.Module, batch: Batch) -> dict[str, Tensor]:
             other = vt.pool_indices(batch)
             if not (torch.equal(other[0], kept) and torch.equal(other[1], ranks)):
                 raise ExportError("the model's view transforms use different geometry; one set of geometry inputs cannot serve both")
-    return {"point_index": kept.clone(), "cell_index": ranks.clone()}
+        out = {"point_index": kept.clone(), "cell_index": ranks.clone()}
+        aware = [vt for vt in vts if vt.camera_aware]
+        if aware:
+            out[DEPTH_GEOMETRY] = aware[0].depth_geometry(batch).clone()
+            if any(not torch.equal(vt.depth_geometry(batch), out[DEPTH_GEOMETRY]) for vt in aware[1:]):
+                raise ExportError("the model's view transforms use different depth geometry; one input cannot serve both")
+    return out
 
 
 def outputs_to_detector_output(outputs: Sequence[Any], num_tasks: int) -> DetectorOutput:
@@ -146,12 +169,13 @@ def export_model(model: nn.Module, batch: Batch, out: str | Path, *, opset: int 
         raise ExportError(f"opset {opset} is too old", fix=f"use --opset {MIN_OPSET} or newer")
     model = model.eval()
     inputs = {"images": batch.images, **precompute_geometry(model, batch)}
+    names = input_names(model)
     graph = ExportGraph(model)
     num_tasks = len(model.head.task_heads)
     buf = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
-            graph, tuple(inputs[k] for k in INPUT_NAMES), buf, input_names=list(INPUT_NAMES), output_names=output_names(num_tasks),
+            graph, tuple(inputs[k] for k in names), buf, input_names=list(names), output_names=output_names(num_tasks),
             dynamic_axes={"point_index": {0: "points"}, "cell_index": {0: "points"}}, opset_version=opset, dynamo=False,
         )
     proto = onnx.load_from_string(buf.getvalue())
@@ -187,7 +211,7 @@ class ExportReport:
 def compare(graph: nn.Module, session: Any, inputs: dict[str, Tensor]) -> tuple[float, float]:
     """(max abs diff, max diff / max |output|) between onnxruntime and eager PyTorch outputs."""
     with torch.no_grad():
-        ref = [t.numpy() for t in graph(*(inputs[k] for k in INPUT_NAMES))]
+        ref = [t.numpy() for t in graph(*(inputs[k] for k in input_names(graph.model)))]
     got = run_onnx(session, inputs)
     abs_diff = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
     rel = max(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)) for a, b in zip(got, ref))
@@ -234,6 +258,7 @@ def median_latency(fn: Any, repeats: int = 5, warmup: int = 1) -> float:
 __all__ = [
     "OUTPUT_KEYS",
     "INPUT_NAMES",
+    "input_names",
     "ExportError",
     "ExportGraph",
     "ExportReport",

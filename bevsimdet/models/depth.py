@@ -73,4 +73,23 @@ def depth_bce(depth_probs: Tensor, target_bins: Tensor) -> Tensor:
     return bce.sum() / probs.shape[0]
 
 
-__all__ = ["depth_bce", "lidar_depth_bins", "num_depth_bins"]
+def depth_agreement(depth_probs: Tensor, target_bins: Tensor, dbound: tuple[float, float, float]) -> Tensor:
+    """How well a depth distribution agrees with LiDAR, as sums to accumulate over a split.
+
+    ``depth_probs`` (B*N) x D x h x w, ``target_bins`` (B*N) x h x w (-1: no return). Returns a
+    float64 3-vector: [cells with a LiDAR return, those whose most likely bin is within one bin of
+    the LiDAR bin, the sum over them of |expected depth - LiDAR bin centre| in metres].
+    """
+    valid = target_bins >= 0
+    probs = depth_probs.detach().float().permute(0, 2, 3, 1)[valid]  # V x D
+    target = target_bins[valid]
+    if probs.shape[0] == 0:
+        return torch.zeros(3, dtype=torch.float64)
+    dmin, _, step = dbound
+    centres = dmin + (torch.arange(probs.shape[1], device=probs.device, dtype=torch.float32) + 0.5) * step
+    within = ((probs.argmax(1) - target).abs() <= 1).sum()
+    err = ((probs * centres).sum(1) - centres[target]).abs().sum()
+    return torch.stack([torch.tensor(float(probs.shape[0])), within.cpu().double(), err.cpu().double()]).double()
+
+
+__all__ = ["depth_agreement", "depth_bce", "lidar_depth_bins", "num_depth_bins"]

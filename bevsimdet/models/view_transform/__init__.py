@@ -27,6 +27,9 @@ from bevsimdet.data.batch import Batch
 from bevsimdet.errors import ConfigError
 
 
+GROUND_PRIOR_FLOOR = 1e-2  # log floor of the ground prior: a bin far from the ground hit gets log(0.01)
+
+
 def grid_size(bound: tuple[float, float, float]) -> int:
     lo, hi, step = bound
     return int(round((hi - lo) / step))
@@ -72,6 +75,9 @@ class LSSTransform(nn.Module):
         dbound: tuple[float, float, float],
         depth_net: str = "conv1x1",
         downsample: int = 1,
+        camera_aware: bool = False,
+        ground_prior: float = 0.0,
+        oracle_depth: bool = False,
     ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -88,11 +94,18 @@ class LSSTransform(nn.Module):
         self.downsample = downsample
         self.bev_shape = (self.ny // downsample, self.nx // downsample)
         c = out_channels
+        self.camera_aware = bool(camera_aware)
+        self.oracle_depth = bool(oracle_depth)
+        if ground_prior and not self.camera_aware:
+            raise ConfigError("model.camera.ground_prior needs model.camera.camera_aware: true", fix="set camera_aware: true or ground_prior: 0")
+        # learned weight of the log ground prior added to the depth logits (None: no prior)
+        self.prior_weight = nn.Parameter(torch.tensor(float(ground_prior))) if ground_prior else None
+        cin = in_channels + (self.num_geometry_channels if self.camera_aware else 0)
         if depth_net == "conv1x1":
-            self.depthnet: nn.Module = nn.Conv2d(in_channels, self.num_bins + c, 1)
+            self.depthnet: nn.Module = nn.Conv2d(cin, self.num_bins + c, 1)
         elif depth_net == "conv3x3":
             self.depthnet = nn.Sequential(
-                nn.Conv2d(in_channels, in_channels, 3, padding=1, bias=False), nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
+                nn.Conv2d(cin, in_channels, 3, padding=1, bias=False), nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
                 nn.Conv2d(in_channels, self.num_bins + c, 1),
             )
         else:
@@ -110,6 +123,7 @@ class LSSTransform(nn.Module):
             self.bev_out = nn.Identity()
         self.register_buffer("frustum", self._frustum(), persistent=False)
         self._cache: tuple[tuple[Tensor, ...], Tensor, Tensor] | None = None
+        self._geo_cache: tuple[tuple[Tensor, ...], Tensor] | None = None
 
     # ------------------------------------------------------------------------------------------
     # geometry
@@ -145,11 +159,50 @@ class LSSTransform(nn.Module):
         depth = self.frustum[:, 0, 0, 2]  # D
         return depth[None, None, :, None, None, None] * rot[:, :, None] + cam2aug[..., :3, 3].float()[:, :, None, None, None, :]
 
+    @property
+    def num_geometry_channels(self) -> int:
+        """Channels of :meth:`depth_geometry`: the ray direction (3) + the ground prior (D)."""
+        return 3 + self.num_bins
+
+    def depth_geometry(self, batch: Batch) -> Tensor:
+        """(B*N) x (3 + D) x h x w camera geometry of every image-feature cell, for a camera-aware
+        depth net (cached per camera setup, like :meth:`pool_indices`).
+
+        * the unit direction of the cell's ray in the (un-augmented) ego frame: its elevation is
+          what ties an image row to a distance on flat ground, and a CNN cannot see a cell's
+          absolute position or the camera's pose (image resize/rotation moves the horizon);
+        * a ground prior over the D depth bins: a Gaussian (sigma = one bin) around the depth at
+          which the ray meets the ground plane z = 0 of the ego frame, zero for rays that point
+          above the horizon. On flat ground this is the depth of every object's foot point.
+
+        Pure geometry from the camera matrices (no LiDAR), so camera-only models may use it.
+        """
+        key = (batch.intrinsics, batch.cam2ego, batch.img_aug)
+        if self._geo_cache is not None and _same(self._geo_cache[0], key):
+            return self._geo_cache[1]
+        with torch.autocast(batch.images.device.type, enabled=False):
+            dt = torch.float64
+            pix2ray = torch.linalg.inv(batch.intrinsics.to(dt)) @ torch.linalg.inv(batch.img_aug.to(dt))  # B x N x 3 x 3
+            uv1 = torch.cat([self.frustum[0, ..., :2], torch.ones_like(self.frustum[0, ..., :1])], -1).to(dt)  # h x w x 3
+            ray = torch.einsum("bnij,hwj->bnhwi", pix2ray, uv1)
+            ray = ray / ray[..., 2:3]  # camera-z depth 1
+            ego = torch.einsum("bnij,bnhwj->bnhwi", batch.cam2ego.to(dt)[..., :3, :3], ray)  # ego direction per unit depth
+            height = batch.cam2ego.to(dt)[..., 2, 3][:, :, None, None]  # B x N x 1 x 1
+            down = ego[..., 2] < -1e-6
+            ground = torch.where(down, height / (-ego[..., 2]).clamp(min=1e-6), torch.zeros_like(height.expand_as(down)))
+            dmin, _, step = self.dbound
+            centres = dmin + (torch.arange(self.num_bins, dtype=dt, device=ray.device) + 0.5) * step
+            prior = torch.exp(-0.5 * ((ground[..., None] - centres) / step).square()) * down[..., None]  # B x N x h x w x D
+            direction = ego / ego.norm(dim=-1, keepdim=True)
+            geo = torch.cat([direction, prior], -1).permute(0, 1, 4, 2, 3).flatten(0, 1).float().contiguous()
+        self._geo_cache = (tuple(t.clone() for t in key), geo)
+        return geo
+
     def pool_indices(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """(kept, ranks): flat indices into the (B*N*D*h*w) frustum points that fall in the grid,
         and their flat cell ranks ``((b * nz + iz) * ny + iy) * nx + ix``. Cached per camera setup."""
         key = (batch.intrinsics, batch.cam2ego, batch.img_aug, batch.bev_aug)
-        if self._cache is not None and all(a.shape == b.shape and a.device == b.device and torch.equal(a, b) for a, b in zip(self._cache[0], key)):
+        if self._cache is not None and _same(self._cache[0], key):
             return self._cache[1], self._cache[2]
         with torch.autocast(batch.images.device.type, enabled=False):  # metres need float32
             geom = self.geometry(*(t.float() for t in key))
@@ -176,9 +229,20 @@ class LSSTransform(nn.Module):
                 f"(images {self.image_size})", fix="make model.camera.image_size equal data.image_size",
             )
         b = batch.batch_size
-        x = self.depthnet(img_feats)
-        depth = x[:, : self.num_bins].softmax(1)  # (B*N) x D x h x w
+        net_in = img_feats
+        if self.camera_aware:
+            geo = self.depth_geometry(batch)
+            net_in = torch.cat([img_feats, geo.to(img_feats.dtype)], 1)
+        x = self.depthnet(net_in)
+        logits = x[:, : self.num_bins]
+        if self.prior_weight is not None:
+            # start from "everything stands on the ground": log of the ground prior (floored, so
+            # rays above the horizon get a flat prior) scaled by a learned weight
+            logits = logits + self.prior_weight * torch.log(geo[:, 3:] + GROUND_PRIOR_FLOOR).to(logits.dtype)
+        depth = logits.softmax(1)  # (B*N) x D x h x w
         context = x[:, self.num_bins :]  # (B*N) x C x h x w
+        if self.oracle_depth:
+            depth = self.oracle(batch).to(depth.dtype)
         kept, ranks = self.pool_indices(batch)
         c = self.out_channels
         # only the kept frustum points are materialised: depth weight x the context of their pixel
@@ -190,12 +254,29 @@ class LSSTransform(nn.Module):
         bev = pooled.view(b, self.nz, self.ny, self.nx, c).permute(0, 1, 4, 2, 3).reshape(b, self.nz * c, self.ny, self.nx)
         return self.bev_out(bev.to(context.dtype)), depth
 
+    def oracle(self, batch: Batch) -> Tensor:
+        """(B*N) x D x h x w one-hot LiDAR depth: the bin of the nearest keyframe return in each
+        feature cell, all zeros where no return falls (a cell with no LiDAR lifts nothing).
+
+        A diagnostic only (``model.camera.oracle_depth``): the ceiling of camera geometry. It reads
+        ``batch.points`` at training *and* test time, so the model is no longer camera-only."""
+        if batch.points is None:
+            raise ConfigError("model.camera.oracle_depth needs LiDAR points in every batch (it is a diagnostic, not a camera-only model)",
+                              fix="set data.load_points: true, or turn oracle_depth off")
+        bins = self.depth_targets(batch).to(batch.images.device)
+        onehot = torch.nn.functional.one_hot(bins.clamp(min=0), self.num_bins) * (bins >= 0)[..., None]
+        return onehot.permute(0, 3, 1, 2).float()
+
     def depth_targets(self, batch: Batch) -> Tensor:
         """(B*N) x h x w long: the depth bin of the nearest keyframe LiDAR return in each feature
         cell, -1 where there is none (BEVDepth-style supervision; needs ``batch.points``)."""
         from bevsimdet.models.depth import lidar_depth_bins
 
         return lidar_depth_bins(batch, self.feature_shape, self.dbound)
+
+
+def _same(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> bool:
+    return all(x.shape == y.shape and x.device == y.device and torch.equal(x, y) for x, y in zip(a, b))
 
 
 __all__ = ["LSSTransform", "bev_pool", "bev_pool_reference", "grid_size"]
