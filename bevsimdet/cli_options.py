@@ -28,4 +28,8 @@ def set_option(example: str | None = "train.lr=1e-3", scope: str = "") -> typer.
 
 
 def progress_option() -> typer.models.OptionInfo:
-    return typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+    """``--progress/--no-progress`` (default: unset). The command passes the value to
+    :func:`bevsimdet.progress.configure`, which rules every bar drawn while it runs."""
+    return typer.Option(None, "--progress/--no-progress", show_default=False,
+                        help="Progress bars (on stderr): by default only when stderr is a terminal; "
+                             "--progress draws them anyway (e.g. into a log), --no-progress never.")

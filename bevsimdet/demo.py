@@ -22,6 +22,7 @@ import typer
 
 from bevsimdet.cli_options import progress_option
 from bevsimdet.errors import UserError
+from bevsimdet.progress import configure as configure_progress
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -207,9 +208,10 @@ def register(app: typer.Typer) -> None:
         dataroot: Path = typer.Option(Path("data/sim-mini"), "--dataroot", help="Where the synthetic world is written (reused if present)."),
         quick: bool = typer.Option(False, "--quick", help="A few-minute version (tiny world, a few steps per model)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the world and of all three trainings."),
-        progress: bool = progress_option(),
+        progress: bool | None = progress_option(),
     ) -> None:
         """Simulate the world, train teacher + camera baseline, distil the student, compare all three."""
+        progress = configure_progress(progress)
         run_demo(out, dataroot, plan=DemoPlan.quick() if quick else DemoPlan(), seed=seed, progress=progress,
                  log=lambda m: typer.echo(m, err=True))
 

@@ -20,6 +20,7 @@ import typer
 
 from bevsimdet.cli_options import checkpoint_option, config_argument, dataroot_option, progress_option, set_option
 from bevsimdet.errors import UserError
+from bevsimdet.progress import configure as configure_progress
 
 CAMERA_ONLY = ("camera", "student")  # model types whose forward pass reads no LiDAR
 
@@ -90,9 +91,10 @@ def register(app: typer.Typer) -> None:
         calib: Optional[Path] = typer.Option(None, "--calib", help="calib.json of the rig for --images (template: configs/calib_template.json)."),
         resize: Optional[float] = typer.Option(None, "--resize", help="With --images: resize factor before the centred crop (default data.test_resize; set it when your images have another resolution than the training data)."),
         set_: list[str] = set_option("train.batch_size=1"),
-        progress: bool = progress_option(),
+        progress: bool | None = progress_option(),
     ) -> None:
         """Run a checkpoint on a dataset split or on your own camera images; write a nuScenes results file."""
+        progress = configure_progress(progress)
         from bevsimdet.config import load_config
         from bevsimdet.engine import dist
         from bevsimdet.eval.results import write_results

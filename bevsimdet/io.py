@@ -1,4 +1,4 @@
-"""Atomic file writing: nothing half-written is left on disk after a crash.
+"""Atomic file writing: nothing half-written is left on disk after a crash; fast JSON reading.
 
 Every writer goes to a temporary file in the destination directory, fsyncs it and then
 renames it over the target (``os.replace`` is atomic on POSIX within one filesystem).
@@ -7,6 +7,7 @@ renames it over the target (``os.replace`` is atomic on POSIX within one filesys
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import tempfile
@@ -47,3 +48,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
     atomic_write_text(path, json.dumps(obj, indent=indent))
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector (restored on exit).
+
+    Parsing a large JSON file allocates millions of containers, and the collector's passes over
+    them cost ~30% of the parse; JSON values hold no reference cycles, so nothing is missed.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """``json.loads`` of a file's bytes with the garbage collector paused (see :func:`paused_gc`).
+
+    Raises what ``open``/``json.loads`` raise (``OSError``, ``ValueError``, ``RecursionError``)."""
+    data = Path(path).read_bytes()
+    with paused_gc():
+        return json.loads(data)

@@ -18,6 +18,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 TINY_WORLD = dict(version="v1.0-mini", scenes=10, samples_per_scene=3, seed=7, image_scale=0.1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _gt_cache_dir(tmp_path_factory) -> Path:
+    """Evaluation GT cache files (bevsimdet.eval.cache) go to a temporary folder, not ~/.cache."""
+    path = tmp_path_factory.mktemp("gt_cache")
+    os.environ["BEVSIMDET_CACHE_DIR"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """Dataroot of a tiny simulated nuScenes-format dataset (v1.0-mini scene names)."""

@@ -1,6 +1,6 @@
 """The package is a house of floors: a module imports only from floors below its own.
 
-    base:         bevsimdet (package), errors, io, weights (weights may use errors and io)
+    base:         bevsimdet (package), errors, io, progress, weights (weights may use errors and io)
     data:         geometry, data (data may use geometry)
     models/eval:  models, eval (neither uses the other)
     engine:       engine, distill, config (distill may use engine; the config schema ties the
@@ -23,7 +23,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "bevsimdet"
 
 FLOORS = {
-    "bevsimdet": 0, "errors": 0, "io": 0, "weights": 0,
+    "bevsimdet": 0, "errors": 0, "io": 0, "weights": 0, "progress": 0,
     "geometry": 1, "data": 1,
     "models": 2, "eval": 2,
     "engine": 3, "distill": 3, "config": 3,

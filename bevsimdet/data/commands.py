@@ -7,6 +7,9 @@ from typing import Optional
 
 import typer
 
+from bevsimdet.cli_options import progress_option
+from bevsimdet.progress import configure as configure_progress
+
 
 def prepare_command(
     dataroot: Path = typer.Option(..., "--dataroot", help="nuScenes-format dataset root (holds the version folder)."),
@@ -16,15 +19,17 @@ def prepare_command(
     workers: int = typer.Option(2, "--workers", min=1, help="Parallel processes (one scene at a time each)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the info files are up to date."),
     gzip: bool = typer.Option(False, "--gzip", help="Write gzipped JSON (.json.gz)."),
+    progress: Optional[bool] = progress_option(),
 ) -> None:
     """Build the info files (per-sample sensors, calibration, sweeps and GT boxes) of every split."""
+    progress = configure_progress(progress)
     from rich.console import Console
     from rich.table import Table
 
     from bevsimdet.data.infos import create_infos, load_infos
 
     console = Console()
-    paths = create_infos(dataroot, version, out, max_sweeps=max_sweeps, workers=workers, progress=True, force=force, compress=gzip)
+    paths = create_infos(dataroot, version, out, max_sweeps=max_sweeps, workers=workers, progress=progress, force=force, compress=gzip)
     table = Table(title=f"info files of {dataroot} ({version})")
     for col in ("split", "scenes", "samples", "boxes", "file"):
         table.add_column(col)
@@ -43,8 +48,10 @@ def inspect_command(
     out: Path = typer.Option(Path("sample.png"), "--out", help="PNG to write."),
     sweeps: int = typer.Option(0, "--sweeps", min=0, help="LiDAR sweeps merged into the BEV panel."),
     infos: Optional[Path] = typer.Option(None, "--infos", help="Info folder (default: DATAROOT/bevsimdet_infos; built if missing)."),
+    progress: Optional[bool] = progress_option(),
 ) -> None:
     """Print box counts per class and split, and render one sample (6 cameras + BEV) to a PNG."""
+    progress = configure_progress(progress)
     from rich.console import Console
     from rich.table import Table
 
@@ -56,7 +63,7 @@ def inspect_command(
     from bevsimdet.viz.sample import render_sample
 
     console = Console()
-    paths = create_infos(dataroot, version, infos, progress=True)
+    paths = create_infos(dataroot, version, infos, progress=progress)
     loaded = {s: load_infos(p) for s, p in paths.items()}
     table = Table(title=f"GT boxes per class ({dataroot}, {version})")
     table.add_column("class")

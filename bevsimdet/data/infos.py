@@ -594,6 +594,6 @@ def create_infos(
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
+    from bevsimdet.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="scene", disable=not enabled)
+    return progress_bar(total=total, desc=desc, unit="scene", allowed=enabled)

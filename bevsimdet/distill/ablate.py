@@ -19,6 +19,7 @@ import typer
 
 from bevsimdet.cli_options import dataroot_option, progress_option, set_option
 from bevsimdet.errors import UserError
+from bevsimdet.progress import configure as configure_progress
 
 METRIC_KEYS = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
 
@@ -144,9 +145,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/ablation"), "--out", help="One run directory per config and seed, plus ablation.md."),
         dataroot: Path = dataroot_option(),
         set_: list[str] = set_option(None, scope=" in every run"),
-        progress: bool = progress_option(),
+        progress: bool | None = progress_option(),
     ) -> None:
         """Train several configs over several seeds; report each metric as mean ± std."""
+        progress = configure_progress(progress)
         overrides = list(set_) + ([f"data.dataroot={dataroot}"] if dataroot is not None else [])
         run_ablation(configs or list(DEFAULT_CONFIGS), seeds, out, teacher=teacher, overrides=overrides, progress=progress,
                      log=lambda m: typer.echo(m, err=True))

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from bevsimdet.cli_options import dataroot_option, progress_option, set_option
+from bevsimdet.progress import configure as configure_progress
 
 
 def register(app: typer.Typer) -> None:
@@ -20,13 +21,14 @@ def register(app: typer.Typer) -> None:
         work_dir: Path = typer.Option(..., "--work-dir", help="Run directory of the student (config.yaml, checkpoints/, log.jsonl, ...)."),
         resume: bool = typer.Option(False, "--resume", help="Continue from <work-dir>/checkpoints/latest.safetensors."),
         set_: list[str] = set_option("distill.weights.cmd=50"),
-        progress: bool = progress_option(),
+        progress: bool | None = progress_option(),
     ) -> None:
         """Distil the camera-only BEVSimDet student from a frozen LiDAR+camera teacher.
 
         The student never sees LiDAR; the teacher runs once per step under no_grad and is not
         part of the student's checkpoint. Loss terms and weights: the distill: config section.
         """
+        progress = configure_progress(progress)
         from bevsimdet.config import load_config
         from bevsimdet.distill.run import run_distillation
         from bevsimdet.engine.commands import run_to_completion

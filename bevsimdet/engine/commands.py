@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import typer
 
 from bevsimdet.cli_options import checkpoint_option, config_argument, dataroot_option, progress_option, set_option
+from bevsimdet.progress import configure as configure_progress
 
 
 def _load(config: Path, overrides: list[str], dataroot: Optional[Path]):
@@ -50,13 +51,14 @@ def register(app: typer.Typer) -> None:
         work_dir: Path = typer.Option(..., "--work-dir", help="Run directory: config.yaml, checkpoints/, log.jsonl, tensorboard/, metrics.json."),
         resume: bool = typer.Option(False, "--resume", help="Continue from <work-dir>/checkpoints/latest.safetensors."),
         set_: list[str] = set_option("train.lr=1e-3"),
-        progress: bool = progress_option(),
+        progress: bool | None = progress_option(),
     ) -> None:
         """Train a detector (AdamW, cyclic/cosine LR, AMP on CUDA, DDP under torchrun).
 
         SIGTERM or Ctrl-C saves a checkpoint at the end of the current step and exits with status
         143 / 130; rerun with --resume to continue exactly where it stopped.
         """
+        progress = configure_progress(progress)
         from bevsimdet.engine.train import run_training
 
         cfg = _load(config, set_, dataroot)
@@ -70,9 +72,10 @@ def register(app: typer.Typer) -> None:
         split: Optional[str] = typer.Option(None, "--split", help="Split to evaluate (default: data.val_split)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics here as JSON."),
         set_: list[str] = set_option("train.batch_size=1"),
-        progress: bool = progress_option(),
+        progress: bool | None = progress_option(),
     ) -> None:
         """Run a checkpoint over a split and report nuScenes mAP / NDS."""
+        progress = configure_progress(progress)
         from bevsimdet.engine import dist
         from bevsimdet.engine.evaluate import TP_SUMMARY, evaluate_model
         from bevsimdet.io import atomic_write_json

@@ -48,15 +48,14 @@ def predict(
 
     ``depth_stats``, when given, accumulates the agreement of the model's depth distributions
     with the batch's LiDAR (batches with points only)."""
-    from tqdm.auto import tqdm
-
     from bevsimdet.eval.results import detections_to_results
+    from bevsimdet.progress import progress_bar
 
     was_training = model.training
     model.eval()
     results: dict[str, list[dict]] = {}
     autocast = torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None and device.type == "cuda")
-    for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not (progress and dist.is_main()), dynamic_ncols=True):
+    for batch in progress_bar(loader, desc="evaluate", unit="batch", allowed=progress and dist.is_main()):
         batch = batch.to(device)
         with autocast:
             output = model(batch)

@@ -338,10 +338,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         stream = self._stream()
         bar = None
-        if self.progress and main:
-            from tqdm.auto import tqdm
+        from bevsimdet.progress import enabled, progress_bar
 
-            bar = tqdm(total=self.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        if main and enabled(self.progress):
+            bar = progress_bar(total=self.max_steps, initial=self.step, desc="train", unit="step")
         interrupted = False
         try:
             with self._signal_handlers():

@@ -7,6 +7,10 @@ from typing import Optional
 
 import typer
 
+from bevsimdet.cli_options import progress_option
+from bevsimdet.progress import configure as configure_progress
+from bevsimdet.progress import enabled as progress_enabled
+
 
 def evaluate_command(
     dataroot: Path = typer.Option(..., "--dataroot", help="nuScenes-format dataset root (holds the version folder)."),
@@ -15,24 +19,35 @@ def evaluate_command(
     results: Path = typer.Option(..., "--results", help="Results JSON in the official submission format."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics (metrics_summary.json format) here."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Write PR-curve and TP-error PNGs into this folder."),
+    cache: bool = typer.Option(True, "--cache/--no-cache",
+                               help="Keep the split's ground truth in a cache file ($BEVSIMDET_CACHE_DIR or "
+                                    "~/.cache/bevsimdet), rebuilt whenever a table changes."),
+    progress: Optional[bool] = progress_option(),
 ) -> None:
-    """Compute mAP, NDS and TP errors exactly as the nuScenes devkit (detection_cvpr_2019)."""
+    """Compute mAP, NDS and TP errors exactly as the nuScenes devkit (detection_cvpr_2019).
+
+    Reads only the tables evaluation needs (no torch, no devkit import)."""
+    import contextlib
+
     from rich.console import Console
 
     from bevsimdet.eval.gt import load_gt
     from bevsimdet.eval.metrics import evaluate
     from bevsimdet.eval.report import print_report, save_plots
-    from bevsimdet.eval.results import load_results
+    from bevsimdet.eval.results import load_submission
     from bevsimdet.io import atomic_write_json
 
+    configure_progress(progress)
     console = Console()
-    with console.status(f"loading ground truth of {split} ({version})"):
-        gt = load_gt(dataroot, version, split)
-    submission = load_results(results, sample_tokens=gt.sample_tokens)
-    metrics = evaluate(submission["results"], gt)
+    # the spinner is a progress display: stderr, and only where bars are drawn
+    status = Console(stderr=True).status(f"loading ground truth of {split} ({version})") if progress_enabled() else contextlib.nullcontext()
+    with status:
+        gt = load_gt(dataroot, version, split, cache=cache)
+    meta, boxes = load_submission(results, sample_tokens=gt.sample_tokens)
+    metrics = evaluate(boxes, gt)
     print_report(metrics, console, title=f"{results.name} on {split} ({len(gt.sample_tokens)} samples)")
     if out is not None:
-        atomic_write_json(out, {**metrics.to_dict(), "meta": submission["meta"]}, indent=2)
+        atomic_write_json(out, {**metrics.to_dict(), "meta": meta}, indent=2)
         console.print(f"metrics written to {out}")
     if plots is not None:
         paths = save_plots(metrics, plots)

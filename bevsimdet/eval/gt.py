@@ -2,19 +2,22 @@
 
 :func:`load_gt` gives exactly the boxes the devkit's ``load_gt`` + ``add_center_dist`` +
 ``filter_eval_boxes`` keep (same samples, same order, same velocities, same filters), but reads
-the tables once instead of building one Python object per box. :func:`filter_boxes` is the
+only the tables it needs (:mod:`bevsimdet.eval.tables`) instead of building the devkit's
+``NuScenes`` and one Python object per box, and caches the result (:mod:`bevsimdet.eval.cache`). :func:`filter_boxes` is the
 devkit's ``filter_eval_boxes`` for any :class:`BoxSet` (it is applied to predictions too).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from bevsimdet.errors import DataError, UserError
+from bevsimdet.errors import DataError
 from bevsimdet.eval.boxes import (
     ATTRIBUTE_TO_INDEX,
     BIKE_CLASSES,
@@ -25,6 +28,8 @@ from bevsimdet.eval.boxes import (
     xy_norm,
 )
 from bevsimdet.eval.match import pairs_by_key
+from bevsimdet.eval.tables import EvalTables, check_split, read_eval_tables, table_folder
+from bevsimdet.io import paused_gc
 
 # detection_cvpr_2019 evaluation ranges (m), in DETECTION_NAMES order.
 CVPR_2019_CLASS_RANGE: dict[str, float] = {
@@ -128,70 +133,110 @@ def load_gt(
     *,
     nusc: Any = None,
     class_range: Mapping[str, float] | None = None,
+    cache: bool = True,
 ) -> GroundTruth:
     """Ground truth of ``split`` (e.g. ``val``, ``mini_val``) of a nuScenes-format dataset.
 
-    ``nusc`` is an already loaded ``nuscenes.NuScenes`` of that dataroot/version, to avoid loading
-    the tables twice; without it the tables are loaded here.
+    Without ``nusc`` only the tables evaluation needs are read (:mod:`bevsimdet.eval.tables`), and
+    with ``cache`` the result is kept in a GT cache file keyed by those tables' sizes and mtimes
+    (:mod:`bevsimdet.eval.cache`), so the next evaluation of the same split skips the tables.
+    ``nusc`` is an already loaded ``nuscenes.NuScenes`` of that dataroot/version (its tables are
+    used instead of reading them again; nothing is cached).
     """
-    from nuscenes.utils.splits import create_splits_scenes
+    scene_names = set(check_split(split, version))
+    if nusc is not None:
+        return gt_from_tables(EvalTables.from_nuscenes(nusc), scene_names, version, split, class_range, source=dataroot)
+    folder = table_folder(dataroot, version)
+    use_cache = cache and class_range is None
+    if use_cache:
+        from bevsimdet.eval import cache as gt_cache
 
-    splits = create_splits_scenes()
-    if split not in splits:
-        raise UserError(f"unknown split '{split}'", fix=f"use one of: {', '.join(sorted(splits))}")
-    required = {"train": "trainval", "val": "trainval", "train_detect": "trainval", "train_track": "trainval",
-                "mini_train": "mini", "mini_val": "mini", "test": "test"}.get(split)
-    if required and not version.endswith(required):
-        raise UserError(f"split '{split}' does not belong to version '{version}'", fix=f"use a v1.0-{required} dataset")
-    if nusc is None:
-        nusc = _load_nuscenes(dataroot, version)
-    scene_names = set(splits[split])
-    sample_tokens = [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in scene_names]
+        key = gt_cache.cache_key(folder, version, split, sorted(scene_names))
+        cached = gt_cache.read(key)
+        if cached is not None:
+            return cached
+    with paused_gc():  # hundreds of thousands of records, no cycles among them
+        gt = gt_from_tables(read_eval_tables(folder), scene_names, version, split, class_range, source=folder)
+    if use_cache:
+        gt_cache.write(key, gt)
+    return gt
+
+
+def gt_from_tables(
+    tables: EvalTables,
+    scene_names: set[str],
+    version: str,
+    split: str,
+    class_range: Mapping[str, float] | None = None,
+    source: object = "",
+) -> GroundTruth:
+    """The devkit's ``load_gt`` + ``add_center_dist`` + ``filter_eval_boxes`` on :class:`EvalTables`."""
+    sample_tokens = [s["token"] for s in tables.samples if tables.scene_name[s["scene_token"]] in scene_names]
     if not sample_tokens:
-        raise DataError(f"no samples of split '{split}' in {dataroot} ({version})",
+        raise DataError(f"no samples of split '{split}' in {source} ({version})",
                         fix="check --split against the scene names of the dataset")
-    attribute_names = {a["token"]: a["name"] for a in nusc.attribute}
-    ann_table = {a["token"]: a for a in nusc.sample_annotation}
-    sample_time = {s["token"]: s["timestamp"] for s in nusc.sample}
+    attribute_names = tables.attribute_name
+    ann_table = tables.ann_table
+    sample_time = {s["token"]: s["timestamp"] for s in tables.samples}
 
-    ego, rows, racks = [], [], []
+    ego, sample_idx, anns, labels, attributes, racks, rack_idx = [], [], [], [], [], [], []
     for si, token in enumerate(sample_tokens):
-        sample = nusc.get("sample", token)
-        sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
-        ego.append(nusc.get("ego_pose", sd["ego_pose_token"])["translation"])
-        for ann_token in sample["anns"]:
-            ann = ann_table[ann_token]
-            category = ann["category_name"]  # added to the table by NuScenes' reverse index
+        translation = tables.lidar_ego.get(token)
+        if translation is None:
+            raise DataError(f"sample {token} has no LIDAR_TOP keyframe (sample_data)", path=source,
+                            fix="evaluation needs the ego pose of every sample's LIDAR_TOP keyframe")
+        ego.append(translation)
+        for ann in tables.anns[token]:
+            category = ann["category_name"]
             if category == BIKE_RACK:
-                racks.append((si, ann))
+                racks.append(ann)
+                rack_idx.append(si)
             name = CATEGORY_TO_DETECTION_NAME.get(category)
             if name is None:
                 continue
             attrs = ann["attribute_tokens"]
             if len(attrs) > 1:
-                raise DataError(f"annotation {ann_token} has {len(attrs)} attributes; nuScenes allows at most one",
-                                path=dataroot)
-            rows.append((si, ann, NAME_TO_INDEX[name], ATTRIBUTE_TO_INDEX[attribute_names[attrs[0]]] if attrs else -1))
+                raise DataError(f"annotation {ann['token']} has {len(attrs)} attributes; nuScenes allows at most one",
+                                path=source)
+            anns.append(ann)
+            sample_idx.append(si)
+            labels.append(NAME_TO_INDEX[name])
+            attributes.append(ATTRIBUTE_TO_INDEX[attribute_names[attrs[0]]] if attrs else -1)
 
-    boxes = BoxSet.from_columns(
-        sample=[r[0] for r in rows],
-        label=[r[2] for r in rows],
-        translation=[r[1]["translation"] for r in rows],
-        size=[r[1]["size"] for r in rows],
-        rotation=[r[1]["rotation"] for r in rows],
-        velocity=_box_velocities([r[1] for r in rows], ann_table, sample_time),
-        attribute=[r[3] for r in rows],
-        score=np.full(len(rows), -1.0),
-        num_pts=[r[1]["num_lidar_pts"] + r[1]["num_radar_pts"] for r in rows],
+    n = len(anns)
+    boxes = BoxSet(
+        sample=np.array(sample_idx, dtype=np.int64),
+        label=np.array(labels, dtype=np.int64),
+        translation=_floats(anns, "translation", 3, source),
+        size=_floats(anns, "size", 3, source),
+        rotation=_floats(anns, "rotation", 4, source),
+        velocity=_box_velocities(anns, ann_table, sample_time),
+        attribute=np.array(attributes, dtype=np.int64),
+        score=np.full(n, -1.0),
+        num_pts=np.fromiter(map(_num_pts, anns), dtype=np.int64, count=n),
     )
-    rack_set = BoxSet.from_columns(
-        sample=[r[0] for r in racks], label=np.zeros(len(racks)), translation=[r[1]["translation"] for r in racks],
-        size=[r[1]["size"] for r in racks], rotation=[r[1]["rotation"] for r in racks],
-        velocity=np.zeros((len(racks), 2)), attribute=np.full(len(racks), -1), score=np.full(len(racks), -1.0),
-        num_pts=np.full(len(racks), -1),
+    nr = len(racks)
+    rack_set = BoxSet(
+        sample=np.array(rack_idx, dtype=np.int64), label=np.zeros(nr, dtype=np.int64),
+        translation=_floats(racks, "translation", 3, source), size=_floats(racks, "size", 3, source),
+        rotation=_floats(racks, "rotation", 4, source), velocity=np.zeros((nr, 2)),
+        attribute=np.full(nr, -1, dtype=np.int64), score=np.full(nr, -1.0), num_pts=np.full(nr, -1, dtype=np.int64),
     )
-    return GroundTruth.from_unfiltered(sample_tokens, np.array(ego), boxes, rack_set, class_range,
-                                       version=version, split=split)
+    return GroundTruth.from_unfiltered(sample_tokens, np.array(ego, dtype=np.float64).reshape(-1, 3), boxes, rack_set,
+                                       class_range, version=version, split=split)
+
+
+def _num_pts(ann: dict) -> int:
+    return ann["num_lidar_pts"] + ann["num_radar_pts"]
+
+
+def _floats(records: list[dict], key: str, width: int, source: object = "") -> np.ndarray:
+    """``key`` of every record as an N x width float64 array (built without nested lists)."""
+    values = list(map(itemgetter(key), records))
+    if set(map(len, values)) - {width}:
+        bad = next(r for r, v in zip(records, values) if len(v) != width)
+        raise DataError(f"annotation {bad.get('token')}: {key} must have {width} numbers, got {bad[key]!r}", path=source)
+    return np.fromiter(chain.from_iterable(values), dtype=np.float64, count=len(values) * width).reshape(-1, width)
 
 
 def _box_velocities(anns: list[dict], ann_table: dict, sample_time: dict) -> np.ndarray:
@@ -201,15 +246,15 @@ def _box_velocities(anns: list[dict], ann_table: dict, sample_time: dict) -> np.
     n = len(anns)
     if n == 0:
         return np.zeros((0, 2))
-    has_prev = np.array([a["prev"] != "" for a in anns])
-    has_next = np.array([a["next"] != "" for a in anns])
-    first = [ann_table[a["prev"]] if a["prev"] else a for a in anns]
-    last = [ann_table[a["next"]] if a["next"] else a for a in anns]
-    pos_diff = np.array([b["translation"] for b in last], dtype=np.float64) - np.array(
-        [f["translation"] for f in first], dtype=np.float64
-    )
-    t_last = 1e-6 * np.array([sample_time[b["sample_token"]] for b in last], dtype=np.float64)
-    t_first = 1e-6 * np.array([sample_time[f["sample_token"]] for f in first], dtype=np.float64)
+    prev = list(map(itemgetter("prev"), anns))
+    nxt = list(map(itemgetter("next"), anns))
+    has_prev = np.fromiter(map(bool, prev), dtype=bool, count=n)
+    has_next = np.fromiter(map(bool, nxt), dtype=bool, count=n)
+    first = [ann_table[p] if p else a for p, a in zip(prev, anns)]
+    last = [ann_table[q] if q else a for q, a in zip(nxt, anns)]
+    pos_diff = _floats(last, "translation", 3) - _floats(first, "translation", 3)
+    t_last = 1e-6 * np.fromiter((sample_time[b["sample_token"]] for b in last), dtype=np.float64, count=n)
+    t_first = 1e-6 * np.fromiter((sample_time[f["sample_token"]] for f in first), dtype=np.float64, count=n)
     time_diff = t_last - t_first
     max_diff = np.where(has_prev & has_next, 2 * VELOCITY_MAX_TIME_DIFF, VELOCITY_MAX_TIME_DIFF)
     invalid = ~(has_prev | has_next) | (time_diff > max_diff)
@@ -217,15 +262,3 @@ def _box_velocities(anns: list[dict], ann_table: dict, sample_time: dict) -> np.
         vel = pos_diff[:, :2] / time_diff[:, None]
     vel[invalid] = np.nan
     return vel
-
-
-def _load_nuscenes(dataroot: str | Path, version: str) -> Any:
-    root = Path(dataroot)
-    if not (root / version).is_dir():
-        raise DataError(f"no '{version}' table folder in {root}", fix="pass --dataroot of a nuScenes-format dataset and its --version")
-    from nuscenes import NuScenes
-
-    try:
-        return NuScenes(version=version, dataroot=str(root), verbose=False)
-    except (AssertionError, FileNotFoundError, KeyError, ValueError) as e:
-        raise DataError(f"cannot read the nuScenes tables of {root / version}: {e}") from None

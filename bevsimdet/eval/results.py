@@ -17,6 +17,7 @@ import numpy as np
 
 from bevsimdet.errors import UserError
 from bevsimdet.eval.boxes import ATTRIBUTE_TO_INDEX, DETECTION_NAMES, NAME_TO_INDEX, BoxSet
+from bevsimdet.io import load_json, paused_gc
 
 MAX_PER_SAMPLE = 500
 DEFAULT_META = {"use_camera": True, "use_lidar": False, "use_radar": False, "use_map": False, "use_external": False}
@@ -133,11 +134,27 @@ def load_results(
     With ``sample_tokens`` the results must cover exactly those samples. Problems raise
     :class:`ResultsError` with a one-line message naming the file.
     """
+    return _read_submission(path, sample_tokens, max_per_sample)[0]
+
+
+def load_submission(
+    path: str | Path,
+    *,
+    sample_tokens: Sequence[str],
+    max_per_sample: int = MAX_PER_SAMPLE,
+) -> tuple[dict[str, Any], BoxSet]:
+    """``(meta, boxes)`` of a submission file, validated and converted in one pass (what
+    ``bevsimdet evaluate`` scores): :func:`load_results` then :func:`results_to_boxes`."""
+    data, boxes = _read_submission(path, sample_tokens, max_per_sample)
+    return data["meta"], boxes
+
+
+def _read_submission(path: str | Path, sample_tokens: Sequence[str] | None, max_per_sample: int) -> tuple[dict, BoxSet]:
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"results file not found: {path}", fix="pass the JSON written by `bevsimdet infer` or a submission file")
     try:
-        data = json.loads(path.read_text())
+        data = load_json(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ResultsError(f"{path} is not valid JSON ({e})") from None
     except RecursionError:
@@ -148,9 +165,10 @@ def load_results(
                            fix="see the nuScenes detection submission format")
     if not isinstance(data.get("meta"), dict):
         raise ResultsError(f"{path} has no 'meta' object", fix='add "meta": {"use_camera": true, ...}')
-    results_to_boxes(data["results"], sample_tokens if sample_tokens is not None else list(data["results"]),
-                     max_per_sample=max_per_sample, source=str(path))
-    return data
+    with paused_gc():  # the conversion allocates as much again as the parse
+        boxes = results_to_boxes(data["results"], sample_tokens if sample_tokens is not None else list(data["results"]),
+                                 max_per_sample=max_per_sample, source=str(path))
+    return data, boxes
 
 
 def results_to_boxes(

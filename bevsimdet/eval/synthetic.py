@@ -172,3 +172,168 @@ def random_predictions(rng: np.random.Generator, gt: GroundTruth, model: Predict
             for i in idx
         ]
     return results
+
+
+# --------------------------------------------------------------------------------------------
+# a nuScenes-format table set (annotations only, no sensor files), for benchmarks and tests
+
+# category -> (relative frequency, detection class index for its typical size or -1, moving chance)
+_WORLD_CATEGORIES = {
+    "vehicle.car": (30, 0, 0.5), "vehicle.truck": (6, 1, 0.4), "vehicle.bus.rigid": (2, 2, 0.6),
+    "vehicle.bus.bendy": (0.3, 2, 0.6), "vehicle.trailer": (2, 3, 0.2), "vehicle.construction": (1.5, 4, 0.1),
+    "human.pedestrian.adult": (14, 5, 0.7), "human.pedestrian.child": (0.5, 5, 0.7),
+    "human.pedestrian.construction_worker": (1, 5, 0.5), "human.pedestrian.police_officer": (0.2, 5, 0.5),
+    "vehicle.motorcycle": (1.2, 6, 0.4), "vehicle.bicycle": (1.2, 7, 0.3), "movable_object.trafficcone": (8, 8, 0.0),
+    "movable_object.barrier": (12, 9, 0.0), "static_object.bicycle_rack": (2, -1, 0.0),
+    "human.pedestrian.stroller": (0.3, 5, 0.7), "movable_object.debris": (0.8, 8, 0.0),
+}
+_WORLD_ATTRIBUTES = {"vehicle": ("vehicle.moving", "vehicle.parked"), "human": ("pedestrian.moving", "pedestrian.standing"),
+                     "cycle": ("cycle.with_rider", "cycle.without_rider")}
+CAMERA_CHANNELS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
+# the smallest valid PNG (1 x 1 grey): the devkit's NuScenes only checks that map files exist
+_TINY_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
+    "0000000a49444154789c636000000002000148afa4710000000049454e44ae426082"
+)
+
+
+def _attribute_of(category: str, moving: bool) -> str:
+    if category.startswith("vehicle.bicycle") or category.startswith("vehicle.motorcycle"):
+        return _WORLD_ATTRIBUTES["cycle"][0 if moving else 1]
+    if category.startswith("vehicle."):
+        return _WORLD_ATTRIBUTES["vehicle"][0 if moving else 1]
+    if category.startswith("human.pedestrian.") and category != "human.pedestrian.stroller":
+        return _WORLD_ATTRIBUTES["human"][0 if moving else 1]
+    return ""
+
+
+def write_tables(
+    root,
+    version: str,
+    scenes,
+    *,
+    seed: int = 0,
+    actors_per_scene: int = 90,
+    sweeps: int = 9,
+    gap_prob: float = 0.02,
+) -> dict:
+    """Write the 13 nuScenes tables of a random annotated world to ``root/version/`` (+ a map file).
+
+    ``scenes``: scene name -> number of keyframes (name them after the devkit's splits, e.g.
+    ``val``, so its split lists apply). Per keyframe the ``sample_data`` table holds what
+    ``bevsimdet simulate`` writes: a LIDAR_TOP keyframe after ``sweeps`` non-key sweeps and six
+    camera keyframes, each with an ego pose. Actors (all categories, including ones the detection
+    task ignores and bicycle racks with parked bicycles) move at constant velocity and are
+    annotated within 60 m of the ego, chained by ``prev``/``next`` (so the devkit estimates
+    velocities); ``gap_prob`` inserts keyframe gaps too long for a velocity. No sensor files are
+    written: the tables load with ``nuscenes.NuScenes`` and evaluate with ``DetectionEval``.
+    Returns counts (``samples``, ``annotations``, ``sample_data``).
+    """
+    import json
+    from pathlib import Path
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    counter = iter(range(1, 1 << 62))
+
+    def tok() -> str:
+        return f"{seed:08x}{next(counter):024x}"
+
+    t: dict[str, list[dict]] = {k: [] for k in ("category", "attribute", "visibility", "instance", "sensor",
+                                                "calibrated_sensor", "ego_pose", "log", "scene", "sample",
+                                                "sample_data", "sample_annotation", "map")}
+    cats = list(_WORLD_CATEGORIES)
+    cat_tok = {c: tok() for c in cats}
+    t["category"] = [{"token": cat_tok[c], "name": c, "description": ""} for c in cats]
+    attr_tok = {a: tok() for a in ATTRIBUTE_NAMES}
+    t["attribute"] = [{"token": v, "name": k, "description": ""} for k, v in attr_tok.items()]
+    t["visibility"] = [{"token": str(i), "level": lvl, "description": ""}
+                       for i, lvl in enumerate(("v0-40", "v40-60", "v60-80", "v80-100"), 1)]
+    cs_tok = {}
+    for ch in ("LIDAR_TOP", *CAMERA_CHANNELS):
+        s, cs_tok[ch] = tok(), tok()
+        t["sensor"].append({"token": s, "channel": ch, "modality": "lidar" if ch == "LIDAR_TOP" else "camera"})
+        t["calibrated_sensor"].append({"token": cs_tok[ch], "sensor_token": s, "translation": [0.9, 0.0, 1.8],
+                                       "rotation": [1.0, 0.0, 0.0, 0.0], "camera_intrinsic": []})
+    log = tok()
+    t["log"].append({"token": log, "logfile": "synthetic", "vehicle": "n000", "date_captured": "2024-01-01",
+                     "location": "boston-seaport"})
+    t["map"].append({"token": tok(), "log_tokens": [log], "category": "semantic_prior", "filename": "maps/synthetic.png"})
+    freq = np.array([v[0] for v in _WORLD_CATEGORIES.values()])
+    freq = freq / freq.sum()
+
+    for scene_name, n in scenes.items():
+        scene = tok()
+        samples = [tok() for _ in range(n)]
+        dt = np.where(rng.random(n) < gap_prob, 3.5, 0.5)  # a gap too long even for a centred difference
+        dt[0] = 0.0
+        times = np.cumsum(dt)
+        stamps = (1_600_000_000_000_000 + len(t["scene"]) * 10**10 + np.round(times * 1e6)).astype(np.int64)
+        heading = rng.uniform(-np.pi, np.pi)
+        direction = np.array([np.cos(heading), np.sin(heading)])
+        speed = rng.uniform(0.0, 10.0)
+        ego = rng.uniform(-1500, 1500, 2) + times[:, None] * speed * direction  # n x 2
+        ego_q = yaw_quaternion(np.array([heading]))[0].tolist()
+        for k, s in enumerate(samples):
+            t["sample"].append({"token": s, "timestamp": int(stamps[k]), "scene_token": scene,
+                                "prev": samples[k - 1] if k else "", "next": samples[k + 1] if k + 1 < n else ""})
+            frames = [(ch, stamps[k] - 50_000 * j, False) for j in range(sweeps, 0, -1) for ch in ("LIDAR_TOP",)]
+            frames += [(ch, stamps[k], True) for ch in ("LIDAR_TOP", *CAMERA_CHANNELS)]
+            for ch, stamp, key in frames:
+                sd = tok()
+                t["ego_pose"].append({"token": sd, "timestamp": int(stamp), "rotation": ego_q,
+                                      "translation": [float(ego[k, 0]), float(ego[k, 1]), 0.0]})
+                t["sample_data"].append({"token": sd, "sample_token": s, "ego_pose_token": sd,
+                                         "calibrated_sensor_token": cs_tok[ch], "timestamp": int(stamp),
+                                         "fileformat": "pcd" if ch == "LIDAR_TOP" else "jpg", "is_key_frame": key,
+                                         "height": 0, "width": 0, "filename": "", "prev": "", "next": ""})
+        t["scene"].append({"token": scene, "name": scene_name, "description": "synthetic", "log_token": log,
+                           "nbr_samples": n, "first_sample_token": samples[0], "last_sample_token": samples[-1]})
+
+        # actors along the ego's path, constant velocity
+        m = actors_per_scene
+        cat_idx = rng.choice(len(cats), size=m, p=freq)
+        along = rng.uniform(-40, speed * times[-1] + 40, m)
+        side = rng.uniform(-45, 45, m)
+        start = ego[0] + along[:, None] * direction + side[:, None] * direction[::-1] * np.array([-1, 1])
+        moving = rng.random(m) < np.array([_WORLD_CATEGORIES[cats[c]][2] for c in cat_idx])
+        vel = moving[:, None] * rng.normal(0, 4, (m, 2))
+        yaw = np.where(moving, np.arctan2(vel[:, 1], vel[:, 0]), rng.uniform(-np.pi, np.pi, m))
+        size_idx = np.array([_WORLD_CATEGORIES[cats[c]][1] for c in cat_idx])
+        size = np.where(size_idx[:, None] >= 0, TYPICAL_SIZE[np.maximum(size_idx, 0)], [[3.0, 8.0, 1.5]])
+        size = size * np.exp(rng.normal(0, 0.1, (m, 3)))
+        actors = [(cats[c], start[i], vel[i], yaw[i], size[i], bool(moving[i])) for i, c in enumerate(cat_idx)]
+        for i, c in enumerate(cat_idx):  # parked bicycles in each rack (the devkit drops them)
+            if cats[c] == "static_object.bicycle_rack":
+                for _ in range(int(rng.integers(1, 3))):
+                    actors.append(("vehicle.bicycle", start[i] + rng.uniform(-0.5, 0.5, 2), np.zeros(2), yaw[i],
+                                   TYPICAL_SIZE[7], False))
+        for cat, p0, v, yw, sz, mov in actors:
+            pos = p0 + times[:, None] * v
+            dist = np.hypot(*(pos - ego).T)
+            seen = np.flatnonzero(dist <= 60.0)
+            if not len(seen):
+                continue
+            inst, anns = tok(), [tok() for _ in seen]
+            attr = _attribute_of(cat, mov)
+            attrs = [attr_tok[attr]] if attr and rng.random() > 0.05 else []
+            pts = np.where(rng.random(len(seen)) < 0.08, 0, rng.poisson(4000.0 / np.maximum(dist[seen], 2.0) ** 1.3) + 1)
+            rot = yaw_quaternion(np.array([yw]))[0].tolist()
+            for j, k in enumerate(seen.tolist()):
+                t["sample_annotation"].append({
+                    "token": anns[j], "sample_token": samples[k], "instance_token": inst, "visibility_token": "4",
+                    "attribute_tokens": attrs, "translation": [float(pos[k, 0]), float(pos[k, 1]), float(sz[2] / 2)],
+                    "size": [float(x) for x in sz], "rotation": rot,
+                    "num_lidar_pts": int(pts[j]), "num_radar_pts": int(cat.startswith("vehicle.") and pts[j] > 0),
+                    "prev": anns[j - 1] if j else "", "next": anns[j + 1] if j + 1 < len(anns) else "",
+                })
+            t["instance"].append({"token": inst, "category_token": cat_tok[cat], "nbr_annotations": len(anns),
+                                  "first_annotation_token": anns[0], "last_annotation_token": anns[-1]})
+
+    (root / "maps").mkdir(parents=True, exist_ok=True)
+    (root / "maps" / "synthetic.png").write_bytes(_TINY_PNG)
+    folder = root / version
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in t.items():
+        (folder / f"{name}.json").write_text(json.dumps(rows))
+    return {"samples": len(t["sample"]), "annotations": len(t["sample_annotation"]), "sample_data": len(t["sample_data"])}

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from bevsimdet.cli_options import checkpoint_option, config_argument, dataroot_option, progress_option, set_option
+from bevsimdet.progress import configure as configure_progress
 
 
 def register(app: typer.Typer) -> None:
@@ -26,9 +27,10 @@ def register(app: typer.Typer) -> None:
         teacher: Optional[Path] = typer.Option(None, "--teacher", help="Fusion teacher checkpoint: also draw teacher vs model BEV feature maps for the first sample."),
         teacher_config: Optional[Path] = typer.Option(None, "--teacher-config", help="The teacher's YAML config (default: the one stored in its checkpoint)."),
         set_: list[str] = set_option("data.sweeps=0"),
-        progress: bool = progress_option(),
+        progress: bool | None = progress_option(),
     ) -> None:
         """Draw predictions and GT on the 6 camera views and in BEV (PNG per sample, optional GIF per scene)."""
+        progress = configure_progress(progress)
         from bevsimdet.config import load_config
         from bevsimdet.errors import UserError
         from bevsimdet.viz.visualize import visualize

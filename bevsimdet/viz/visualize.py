@@ -54,12 +54,11 @@ def visualize(
     """Render predictions of ``checkpoint`` (a detector of ``cfg.model``) and return the files
     written under ``out_dir``: one PNG per sample, ``<scene>.gif`` with ``gif``, and
     ``features_<token>.png`` (teacher vs student, first sample) when ``teacher`` is given."""
-    from tqdm.auto import tqdm
-
     from bevsimdet.data.dataset import build_dataset
     from bevsimdet.data.loader import collate
     from bevsimdet.infer import load_detector
     from bevsimdet.models.build import build_postprocess
+    from bevsimdet.progress import progress_bar
     from bevsimdet.viz.sample import render_sample
 
     if gif and scene is None:
@@ -73,7 +72,7 @@ def visualize(
     teacher_model = _teacher(teacher, teacher_config, device) if teacher is not None else None
 
     written: list[Path] = []
-    for k, i in enumerate(tqdm(indices, desc="visualize", unit="sample", disable=not progress)):
+    for k, i in enumerate(progress_bar(indices, desc="visualize", unit="sample", allowed=progress)):
         batch = collate([dataset[i]])
         on_device = batch.to(device)
         output = model(on_device)

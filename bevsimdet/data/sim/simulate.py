@@ -165,10 +165,10 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
         workers = 1 if scenes * samples_per_scene <= 60 else min(scenes, os.cpu_count() or 1)
     workers = max(1, min(workers, scenes))
     bar = None
-    if progress:
-        from tqdm import tqdm
+    from bevsimdet.progress import enabled, progress_bar
 
-        bar = tqdm(total=scenes * samples_per_scene, desc="simulate", unit="keyframe")
+    if enabled(progress):
+        bar = progress_bar(total=scenes * samples_per_scene, desc="simulate", unit="keyframe")
     results: list[dict | None] = [None] * scenes
     if workers == 1:
         for job in jobs:

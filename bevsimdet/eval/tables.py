@@ -1,0 +1,181 @@
+"""The few nuScenes tables detection evaluation reads, without the devkit's ``NuScenes`` object.
+
+``nuscenes.NuScenes`` imports matplotlib, OpenCV, scikit-learn and friends (about 2 s) and loads
+all 13 tables before building its reverse indexes. Evaluation needs only the scenes and samples
+of a split, their annotations (with category, attribute and the neighbouring annotations for the
+velocity), and the ego position of each sample's LIDAR_TOP keyframe. :func:`read_eval_tables`
+reads exactly those tables with :mod:`json` and rebuilds the two reverse-index facts the devkit
+adds (``sample["anns"]``, ``sample["data"]["LIDAR_TOP"]``, ``annotation["category_name"]``) with
+the same rules (table order; the last keyframe of a channel wins).
+
+:func:`split_scenes` reads the devkit's split lists from its ``splits.py`` source without
+importing the ``nuscenes`` package (whose ``__init__`` imports ``NuScenes``), falling back to the
+import when the file is not in the expected form. Both are checked against the devkit in
+``tests/test_eval_tables.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from bevsimdet.errors import DataError, UserError
+from bevsimdet.io import load_json
+
+LIDAR = "LIDAR_TOP"
+# Tables read by :func:`read_eval_tables`; a GT cache is keyed by their sizes and mtimes.
+EVAL_TABLES = ("scene", "sample", "sample_annotation", "instance", "category", "attribute", "sensor",
+               "calibrated_sensor", "sample_data", "ego_pose")
+SPLIT_VERSION = {"train": "trainval", "val": "trainval", "train_detect": "trainval", "train_track": "trainval",
+                 "mini_train": "mini", "mini_val": "mini", "test": "test"}
+_LITERAL_SPLITS = ("train_detect", "train_track", "val", "test", "mini_train", "mini_val")
+
+
+@lru_cache(maxsize=1)
+def split_scenes() -> dict[str, list[str]]:
+    """``nuscenes.utils.splits.create_splits_scenes()``: split name -> scene names."""
+    try:
+        return _parse_devkit_splits()
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):  # another devkit layout: import it
+        from nuscenes.utils.splits import create_splits_scenes
+
+        return create_splits_scenes(verbose=False)
+
+
+def _parse_devkit_splits() -> dict[str, list[str]]:
+    spec = importlib.util.find_spec("nuscenes")  # finds the package without running its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the nuscenes-devkit is not installed", fix="pip install nuscenes-devkit (see requirements.lock)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "utils" / "splits.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: dict[str, list[str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name in _LITERAL_SPLITS:
+                found[name] = list(ast.literal_eval(node.value))
+    splits = {s: found[s] for s in _LITERAL_SPLITS}  # KeyError when one is missing -> fallback
+    # splits.py: train = list(sorted(set(train_detect + train_track)))
+    splits["train"] = sorted(set(splits["train_detect"] + splits["train_track"]))
+    every = splits["train"] + splits["val"] + splits["test"]
+    if len(every) != 1000 or len(set(every)) != 1000 or not all(isinstance(s, str) for s in every):
+        raise ValueError("unexpected split lists")
+    order = ("train", "val", "test", "mini_train", "mini_val", "train_detect", "train_track")
+    return {s: splits[s] for s in order}
+
+
+def check_split(split: str, version: str) -> list[str]:
+    """The scene names of ``split``, after checking it belongs to ``version`` (as the devkit does)."""
+    splits = split_scenes()
+    if split not in splits:
+        raise UserError(f"unknown split '{split}'", fix=f"use one of: {', '.join(sorted(splits))}")
+    required = SPLIT_VERSION.get(split)
+    if required and not version.endswith(required):
+        raise UserError(f"split '{split}' does not belong to version '{version}'", fix=f"use a v1.0-{required} dataset")
+    return splits[split]
+
+
+def table_folder(dataroot: str | Path, version: str) -> Path:
+    root = Path(dataroot)
+    folder = root / version
+    if not folder.is_dir():
+        raise DataError(f"no '{version}' table folder in {root}", fix="pass --dataroot of a nuScenes-format dataset and its --version")
+    return folder
+
+
+def read_table(folder: Path, name: str) -> list[dict]:
+    path = folder / f"{name}.json"
+    try:
+        data = load_json(path)
+    except FileNotFoundError:
+        raise DataError(f"nuScenes table {path} is missing", fix="re-extract the dataset's metadata (or re-run `bevsimdet simulate`)") from None
+    except OSError as e:
+        raise DataError(f"cannot read nuScenes table {path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:
+        raise DataError(f"nuScenes table {path} is not valid JSON ({str(e).splitlines()[0][:120]})",
+                        fix="re-extract or re-simulate the dataset") from None
+    if not isinstance(data, list):
+        raise DataError(f"nuScenes table {path} must be a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+@dataclass
+class EvalTables:
+    """What :func:`bevsimdet.eval.gt.load_gt` reads, in the devkit's orders.
+
+    * ``samples``           the ``sample`` table (records with ``token``, ``scene_token``, ``timestamp``).
+    * ``scene_name``        scene token -> name.
+    * ``anns``              sample token -> its annotations in ``sample_annotation`` table order, each with
+                            ``category_name`` set (the devkit's ``sample["anns"]``).
+    * ``ann_table``         annotation token -> record (for the velocity's neighbours).
+    * ``attribute_name``    attribute token -> name.
+    * ``lidar_ego``         sample token -> ego translation of its LIDAR_TOP keyframe (absent: none).
+    """
+
+    samples: list[dict]
+    scene_name: dict[str, str]
+    anns: dict[str, list[dict]]
+    ann_table: dict[str, dict]
+    attribute_name: dict[str, str]
+    lidar_ego: dict[str, list[float]]
+
+    @classmethod
+    def from_nuscenes(cls, nusc: Any) -> "EvalTables":
+        """The same facts from a loaded ``nuscenes.NuScenes`` (its reverse indexes)."""
+        ann_table = {a["token"]: a for a in nusc.sample_annotation}
+        lidar_ego = {}
+        for s in nusc.sample:
+            sd = s["data"].get(LIDAR)
+            if sd is not None:
+                lidar_ego[s["token"]] = nusc.get("ego_pose", nusc.get("sample_data", sd)["ego_pose_token"])["translation"]
+        return cls(
+            samples=nusc.sample,
+            scene_name={s["token"]: s["name"] for s in nusc.scene},
+            anns={s["token"]: [ann_table[t] for t in s["anns"]] for s in nusc.sample},
+            ann_table=ann_table,
+            attribute_name={a["token"]: a["name"] for a in nusc.attribute},
+            lidar_ego=lidar_ego,
+        )
+
+
+def read_eval_tables(folder: Path) -> EvalTables:
+    """Read the :data:`EVAL_TABLES` of a version folder. Broken references raise a one-line
+    :class:`DataError` naming the table and token."""
+    try:
+        return _read_eval_tables(folder)
+    except KeyError as e:
+        raise DataError(f"nuScenes tables in {folder} are inconsistent: a record lacks field {e} or refers to a missing token",
+                        fix="re-extract or re-simulate the dataset") from None
+
+
+def _read_eval_tables(folder: Path) -> EvalTables:
+    samples = read_table(folder, "sample")
+    scene_name = {s["token"]: s["name"] for s in read_table(folder, "scene")}
+    category = {c["token"]: c["name"] for c in read_table(folder, "category")}
+    instance_category = {i["token"]: category[i["category_token"]] for i in read_table(folder, "instance")}
+    attribute_name = {a["token"]: a["name"] for a in read_table(folder, "attribute")}
+
+    anns: dict[str, list[dict]] = {s["token"]: [] for s in samples}
+    ann_table: dict[str, dict] = {}
+    for a in read_table(folder, "sample_annotation"):
+        a["category_name"] = instance_category[a["instance_token"]]
+        ann_table[a["token"]] = a
+        anns[a["sample_token"]].append(a)
+
+    sensor_channel = {s["token"]: s["channel"] for s in read_table(folder, "sensor")}
+    lidar_cs = {c["token"] for c in read_table(folder, "calibrated_sensor") if sensor_channel[c["sensor_token"]] == LIDAR}
+    pose_of: dict[str, str] = {}  # sample token -> ego pose token of its (last) LIDAR_TOP keyframe
+    for sd in read_table(folder, "sample_data"):
+        if sd["is_key_frame"] and sd["calibrated_sensor_token"] in lidar_cs:
+            pose_of[sd["sample_token"]] = sd["ego_pose_token"]
+    wanted = set(pose_of.values())
+    translation = {p["token"]: p["translation"] for p in read_table(folder, "ego_pose") if p["token"] in wanted}
+    lidar_ego = {s: translation[p] for s, p in pose_of.items()}
+    return EvalTables(samples, scene_name, anns, ann_table, attribute_name, lidar_ego)
+
+
+__all__ = ["EVAL_TABLES", "EvalTables", "check_split", "read_eval_tables", "read_table", "split_scenes", "table_folder"]

@@ -1,0 +1,238 @@
+"""Evaluation without the devkit's NuScenes: the table reader, the split lists, the GT cache and
+the fast ``bevsimdet evaluate`` start-up, each against its plain reference."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bevsimdet.errors import DataError, UserError
+from bevsimdet.eval import cache as gt_cache
+from bevsimdet.eval import synthetic
+from bevsimdet.eval.boxes import BoxSet
+from bevsimdet.eval.gt import load_gt
+from bevsimdet.eval.tables import split_scenes
+
+VERSION = "v1.0-mini"
+FIELDS = ("sample", "label", "translation", "size", "rotation", "velocity", "attribute", "score", "num_pts")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    """All 10 mini scenes x 6 keyframes, annotations only (racks, ignored categories, time gaps)."""
+    root = tmp_path_factory.mktemp("eval_world")
+    scenes = {name: 6 for name in sorted(split_scenes()["mini_train"] + split_scenes()["mini_val"])}
+    synthetic.write_tables(root, VERSION, scenes, seed=3, actors_per_scene=40, sweeps=2, gap_prob=0.2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def nusc(world):
+    from nuscenes import NuScenes
+
+    return NuScenes(version=VERSION, dataroot=str(world), verbose=False)
+
+
+def assert_same_gt(a, b) -> None:
+    assert a.sample_tokens == b.sample_tokens
+    np.testing.assert_array_equal(a.ego_translation, b.ego_translation)
+    for f in FIELDS:
+        np.testing.assert_array_equal(getattr(a.boxes, f), getattr(b.boxes, f), err_msg=f)
+        np.testing.assert_array_equal(getattr(a.racks, f), getattr(b.racks, f), err_msg=f)
+
+
+def test_split_lists_equal_the_devkit():
+    from nuscenes.utils.splits import create_splits_scenes
+
+    assert split_scenes() == create_splits_scenes()
+
+
+@pytest.mark.parametrize("split", ["mini_val", "mini_train"])
+def test_table_reader_equals_devkit(world, nusc, split):
+    """The tables read without NuScenes give the devkit's boxes (via the NuScenes path, which
+    tests/test_eval_e2e.py checks box by box against the devkit's own loaders)."""
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes
+    from nuscenes.eval.common.loaders import load_gt as dk_load_gt
+    from nuscenes.eval.detection.data_classes import DetectionBox
+
+    ours = load_gt(world, VERSION, split, cache=False)
+    assert_same_gt(ours, load_gt(world, VERSION, split, nusc=nusc))
+    theirs = filter_eval_boxes(nusc, add_center_dist(nusc, dk_load_gt(nusc, split, DetectionBox)),
+                               config_factory("detection_cvpr_2019").class_range)
+    assert list(ours.sample_tokens) == theirs.sample_tokens
+    assert len(ours.boxes) == len(theirs.all) > 50
+    np.testing.assert_array_equal(ours.boxes.velocity, [b.velocity for b in theirs.all])
+    assert np.isnan(ours.boxes.velocity).any() and len(ours.racks) > 0
+
+
+def test_evaluation_equals_detection_eval(world, nusc, tmp_path):
+    """The whole command (fast start-up path, table reader) against DetectionEval on one file."""
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    from bevsimdet.eval.results import write_results
+
+    gt = load_gt(world, VERSION, "mini_val", cache=False)
+    path = tmp_path / "results.json"
+    write_results(path, synthetic.random_predictions(np.random.default_rng(0), gt, synthetic.PredictionModel(score_levels=20)))
+    theirs = DetectionEval(nusc, config_factory("detection_cvpr_2019"), str(path), "mini_val", str(tmp_path / "dk"),
+                           verbose=False).main(render_curves=False)
+    r = subprocess.run([sys.executable, "-m", "bevsimdet", "evaluate", "--dataroot", str(world), "--version", VERSION,
+                        "--split", "mini_val", "--results", str(path), "--out", str(tmp_path / "m.json"), "--no-cache"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    ours = json.loads((tmp_path / "m.json").read_text())
+    for key in ("mean_ap", "nd_score"):
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-9)
+    for name, errors in theirs["label_tp_errors"].items():
+        assert ours["label_tp_errors"][name] == pytest.approx(dict(errors), abs=1e-9, nan_ok=True)
+        assert ours["label_aps"][name] == pytest.approx({str(k): v for k, v in theirs["label_aps"][name].items()}, abs=1e-9)
+
+
+def test_cache_round_trip_and_invalidation(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("BEVSIMDET_CACHE_DIR", str(tmp_path / "cache"))
+    first = load_gt(world, VERSION, "mini_val")
+    files = list((tmp_path / "cache").glob("gt-mini_val-*.npz"))
+    assert len(files) == 1
+    again = load_gt(world, VERSION, "mini_val")
+    assert_same_gt(again, first)
+    assert again.version == VERSION and again.split == "mini_val"
+
+    # a cache file that is not what it claims is ignored and rebuilt
+    files[0].write_bytes(b"not an npz")
+    assert_same_gt(load_gt(world, VERSION, "mini_val"), first)
+
+    # rewriting a table (same content, new file) makes a new key; the stale file is removed
+    table = world / VERSION / "sample_annotation.json"
+    stamp = os.stat(table).st_mtime_ns
+    os.utime(table, ns=(stamp + 10**9, stamp + 10**9))
+    try:
+        assert_same_gt(load_gt(world, VERSION, "mini_val"), first)
+        now = list((tmp_path / "cache").glob("gt-mini_val-*.npz"))
+        assert len(now) == 1 and now[0] != files[0]
+    finally:
+        os.utime(table, ns=(stamp, stamp))
+
+
+def test_cache_key_names_every_table_and_a_stale_key_misses(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("BEVSIMDET_CACHE_DIR", str(tmp_path))
+    folder = world / VERSION
+    key = gt_cache.cache_key(folder, VERSION, "mini_val", sorted(split_scenes()["mini_val"]))
+    assert set(key["tables"]) >= {"sample", "sample_annotation", "sample_data", "ego_pose", "scene"}
+    gt = load_gt(world, VERSION, "mini_val", cache=False)
+    assert gt_cache.write(key, gt) is not None
+    assert gt_cache.read(key) is not None
+    other = {**key, "tables": {**key["tables"], "sample": [1, 2, 3]}}
+    assert gt_cache.read(other) is None
+
+
+def test_unwritable_cache_folder_still_evaluates(world, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("BEVSIMDET_CACHE_DIR", str(blocker / "cache"))
+    assert len(load_gt(world, VERSION, "mini_val").boxes) > 0
+
+
+def test_custom_class_range_is_not_cached(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("BEVSIMDET_CACHE_DIR", str(tmp_path))
+    from bevsimdet.eval.gt import CVPR_2019_CLASS_RANGE
+
+    narrow = {k: 20.0 for k in CVPR_2019_CLASS_RANGE}
+    gt = load_gt(world, VERSION, "mini_val", class_range=narrow)
+    assert dict(gt.class_range) == narrow and not list(tmp_path.glob("*.npz"))
+
+
+def test_bad_tables_one_line_errors(world, tmp_path):
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(world / VERSION, root / VERSION)
+    (root / VERSION / "ego_pose.json").unlink()
+    with pytest.raises(DataError, match="ego_pose.json is missing"):
+        load_gt(root, VERSION, "mini_val", cache=False)
+    (root / VERSION / "ego_pose.json").write_text("[{")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_gt(root, VERSION, "mini_val", cache=False)
+    shutil.copy(world / VERSION / "ego_pose.json", root / VERSION / "ego_pose.json")
+    (root / VERSION / "instance.json").write_text("[]")
+    with pytest.raises(DataError, match="inconsistent"):
+        load_gt(root, VERSION, "mini_val", cache=False)
+    with pytest.raises(UserError, match="does not belong to version"):
+        load_gt(world, VERSION, "val")
+    with pytest.raises(UserError, match="unknown split"):
+        load_gt(world, VERSION, "nope")
+
+
+def test_evaluate_imports_neither_torch_nor_the_devkit(world, tmp_path):
+    """Start-up: the evaluate command reads tables itself and needs no torch."""
+    from bevsimdet.eval.results import write_results
+
+    gt = load_gt(world, VERSION, "mini_val", cache=False)
+    path = tmp_path / "r.json"
+    write_results(path, synthetic.random_predictions(np.random.default_rng(1), gt))
+    code = (
+        "import sys; from bevsimdet.cli import main; "
+        f"main(['evaluate', '--dataroot', {str(world)!r}, '--version', {VERSION!r}, '--split', 'mini_val', "
+        f"'--results', {str(path)!r}]); "
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'nuscenes', 'matplotlib', 'scipy', 'pydantic'}); "
+        "print('HEAVY', heavy)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout and "NDS" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--dataroot", "d", "--results", "r.json"],
+        ["--dataroot=d", "--results", "r.json", "--version", "v1.0-mini", "--split=mini_val", "--no-cache"],
+        ["--results", "r.json", "--dataroot", "d", "--out", "m.json", "--plots", "p", "--cache"],
+    ],
+)
+def test_fast_options_equal_typer(argv, monkeypatch):
+    """The fast start-up path passes the command exactly what typer would."""
+    from typer.testing import CliRunner
+
+    import bevsimdet.cli as cli
+    import bevsimdet.eval.commands as commands
+
+    seen = {}
+    real = commands.evaluate_command
+
+    @functools.wraps(real)
+    def spy(**kwargs):
+        seen.update(kwargs)
+
+    monkeypatch.setattr(commands, "evaluate_command", spy)
+    res = CliRunner().invoke(cli._build_app(), ["evaluate", *argv])
+    assert res.exit_code == 0, res.output
+    assert cli.fast_options(real, argv) == seen
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["--dataroot", "d"], ["--dataroot", "d", "--results"], ["--dataroot", "d", "--results", "r", "--bogus", "1"],
+     ["--dataroot", "d", "--dataroot", "e", "--results", "r"], ["--dataroot", "d", "--results", "r", "--cache=1"]],
+)
+def test_fast_options_leave_the_rest_to_typer(argv):
+    import bevsimdet.cli as cli
+    from bevsimdet.eval.commands import evaluate_command
+
+    assert cli.fast_options(evaluate_command, argv) is None
+
+
+def test_write_tables_world_loads_in_the_devkit(world, nusc):
+    assert len(nusc.sample) == 60 and len(nusc.scene) == 10
+    lidar = [sd for sd in nusc.sample_data if sd["channel"] == "LIDAR_TOP"]
+    assert sum(sd["is_key_frame"] for sd in lidar) == 60 and len(lidar) == 60 * 3  # 2 sweeps + keyframe
+    assert {"static_object.bicycle_rack", "movable_object.debris"} <= {a["category_name"] for a in nusc.sample_annotation}
+    assert isinstance(load_gt(world, VERSION, "mini_val", cache=False).boxes, BoxSet)
