@@ -131,6 +131,7 @@ def run(quick: bool) -> dict:
             "warm: bevsimdet evaluate with the split's GT cache file present (bevsimdet.eval.cache).",
             "Targets: >= 3x on the mini split, >= 20x on the trainval-sized split. OMP_NUM_THREADS=1; "
             "annotation-only worlds from bevsimdet.eval.synthetic.write_tables (the simulator's table layout).",
+            "On a shared machine the CPU seconds are the steadier comparison (wall time waits for the other jobs).",
         ],
     }
 
