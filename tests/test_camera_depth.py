@@ -176,3 +176,30 @@ def test_camera_aware_model_exports_with_its_geometry_input(tmp_path):
     with torch.no_grad():
         ref = model(batch)
     torch.testing.assert_close(got.preds[0]["heatmap"], ref.preds[0]["heatmap"], atol=1e-4, rtol=1e-4)
+
+
+class _NoLidar(list):
+    """Stands in for ``batch.points``: any read of it fails the test."""
+
+    def _fail(self, *a, **k):
+        raise AssertionError("the camera-only baseline read LiDAR points")
+
+    __iter__ = __getitem__ = __len__ = __bool__ = _fail
+
+
+def test_camera_baseline_training_loss_never_reads_lidar():
+    """The demo baseline's whole training objective (forward + loss) with a batch whose points
+    explode when touched: the baseline gets no LiDAR signal of any kind."""
+    from pathlib import Path
+
+    from bevsimdet.config import load_config
+    from bevsimdet.engine.objective import DetectionObjective, run_objective
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo_camera.yaml", ["model.image.pretrained=null"])
+    assert not cfg.model.depth_supervision and not cfg.model.camera.oracle_depth
+    model = build.build_detector(cfg.model)
+    batch = random_batch(cfg.model)
+    batch.points = _NoLidar()
+    res = run_objective(DetectionObjective(build.build_criterion(cfg.model), cfg.model.loss_weights), model, batch)
+    res.loss.backward()
+    assert set(res.terms) == {"det_heatmap", "det_bbox"} and torch.isfinite(res.loss)
