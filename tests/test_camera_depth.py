@@ -203,3 +203,33 @@ def test_camera_baseline_training_loss_never_reads_lidar():
     res = run_objective(DetectionObjective(build.build_criterion(cfg.model), cfg.model.loss_weights), model, batch)
     res.loss.backward()
     assert set(res.terms) == {"det_heatmap", "det_bbox"} and torch.isfinite(res.loss)
+
+
+def test_points_in_any_box_matches_the_numpy_reference():
+    import numpy as np
+
+    from bevsimdet.geometry import points_in_boxes
+    from bevsimdet.models.depth import points_in_any_box
+
+    g = torch.Generator().manual_seed(0)
+    pts = (torch.rand(3000, 3, generator=g) * 2 - 1) * torch.tensor([6.0, 6.0, 2.0])
+    boxes = torch.tensor([[1.0, 2.0, 0.5, 2.0, 4.0, 1.5, 0.7, 0, 0], [-3.0, -1.0, 0.0, 0.6, 0.7, 1.8, -2.0, 0, 0]])
+    ref = points_in_boxes(pts.numpy(), boxes.numpy()).any(1)
+    assert np.array_equal(points_in_any_box(pts, boxes).numpy(), ref) and ref.sum() > 10
+    grown = boxes.clone()
+    grown[:, 3:6] += 0.5
+    assert np.array_equal(points_in_any_box(pts, boxes, margin=0.25).numpy(), points_in_boxes(pts.numpy(), grown.numpy()).any(1))
+    assert not points_in_any_box(pts, torch.zeros(0, 9)).any()
+
+
+def test_depth_targets_mark_returns_on_objects():
+    from bevsimdet.models.depth import lidar_depth_targets
+
+    vt = _lss()
+    k, c2e = _front_camera()
+    pts = torch.tensor([[11.0, 0.0, 1.5, 0.5, 0.0], [21.0, -3.0, 1.5, 0.5, 0.0]])
+    batch = _batch(k, c2e, points=[pts])
+    batch.gt_boxes = [torch.tensor([[11.5, 0.0, 1.0, 2.0, 4.0, 2.0, 0.0, 0.0, 0.0]])]
+    bins, on_object = lidar_depth_targets(batch, vt.feature_shape, vt.dbound)
+    assert int((bins >= 0).sum()) == 2 and int(on_object.sum()) == 1
+    assert bool(on_object[0, 4, 10]) and int(bins[0, 4, 10]) == 4

@@ -105,6 +105,14 @@ def test_depth_bce():
     onehot = torch.zeros(1, 4, 1, 2)
     onehot[0, 2] = 1.0
     assert depth_bce(onehot, target).item() < 1e-4
+    # weighted: a weighted mean over the cells with a target (the weight of others is ignored)
+    mixed = probs.clone()
+    mixed[0, :, 0, 1] = onehot[0, :, 0, 0]
+    target2 = torch.tensor([[[2, 2]]])
+    per_cell = [depth_bce(mixed[..., :1], target2[..., :1]).item(), depth_bce(mixed[..., 1:], target2[..., 1:]).item()]
+    w = torch.tensor([[[1.0, 3.0]]])
+    assert depth_bce(mixed, target2, w).item() == pytest.approx((per_cell[0] + 3 * per_cell[1]) / 4, rel=1e-5)
+    assert depth_bce(probs, target, torch.tensor([[[2.0, 100.0]]])).item() == pytest.approx(expected, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------- mask

@@ -292,3 +292,27 @@ def test_distillation_step_on_cuda():
     res = run_objective(objective, student, testing.random_batch(scfg.model, batch_size=2).to("cuda"), diagnose=True)
     res.loss.backward()
     assert torch.isfinite(res.loss) and res.diagnostics["grad_norm/cmd"] > 0
+
+
+def test_depth_object_weight_reweights_cells_on_objects():
+    """With a GT box over part of the returns, the weighted term equals the plain per-cell BCE
+    averaged with weight 1 + w on the object cells; with no box it is the plain term."""
+    from bevsimdet.models.depth import depth_bce, lidar_depth_targets
+
+    torch.manual_seed(0)
+    student = make_student().eval()
+    batch = _depth_batch()
+    with torch.no_grad():
+        out = student(batch.without_lidar())
+    d = out.depths["sim_lidar"]
+    batch.gt_boxes = [torch.tensor([[3.0, 0.5, 0.0, 0.5, 2.0, 2.0, 0.0, 0.0, 0.0]])]  # grown by the margin: the returns with y >= 0
+    bins, on_object = lidar_depth_targets(batch, tuple(d.shape[-2:]), (1.0, 6.0, 1.0))
+    assert 0 < int(on_object.sum()) < int((bins >= 0).sum())
+
+    def term(w):
+        crit = DistillationCriterion(["depth"], bev_range=RANGE, dbound=(1.0, 6.0, 1.0), depth_branch="sim_lidar", depth_object_weight=w)
+        return crit(out, None, batch)["depth"].item()
+
+    assert term(0.0) == pytest.approx(depth_bce(d, bins).item(), rel=1e-6)
+    assert term(4.0) == pytest.approx(depth_bce(d, bins, 1.0 + 4.0 * on_object.float()).item(), rel=1e-6)
+    assert term(4.0) != pytest.approx(term(0.0), rel=1e-3)

@@ -82,6 +82,9 @@ class DistillConfig:
     smooth_l1_beta: float = 1.0 / 9.0
     # which of the student's depth distributions the depth term supervises (both: the sum)
     depth_branch: Literal["camera", "sim_lidar", "both"] = "both"
+    # extra weight of feature cells whose nearest LiDAR return lies on an annotated object (a cell
+    # weighs 1 + this): the ground is cheap for a camera-aware depth net, objects are what matter
+    depth_object_weight: float = 0.0
     # every this many steps, log each weighted term's gradient norm on the student and its share
     # (a 'distill' row in log.jsonl; costs one extra backward per term at those steps; 0: off)
     grad_log_interval: int = 0

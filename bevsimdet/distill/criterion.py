@@ -38,7 +38,7 @@ from bevsimdet.distill.losses import (
 )
 from bevsimdet.distill.masks import BevRange, object_mask
 from bevsimdet.errors import ConfigError
-from bevsimdet.models.depth import depth_bce, lidar_depth_bins
+from bevsimdet.models.depth import depth_bce, lidar_depth_targets
 from bevsimdet.models.output import DetectorOutput
 from bevsimdet.models.student import ADAPTED
 
@@ -105,6 +105,8 @@ class DistillationCriterion(nn.Module):
         max_objs: the ``max_objs`` box normaliser (the head's slot count; released: 500).
         depth_branch: which of the student's depth distributions ``depth`` supervises; ``both``
             sums the two branches' losses.
+        depth_object_weight: extra weight of cells whose nearest LiDAR return lies on a GT object
+            (each cell weighs ``1 + depth_object_weight``; 0: plain BEVDepth average).
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class DistillationCriterion(nn.Module):
         smooth_l1_beta: float = 1.0 / 9.0,
         max_objs: int = 500,
         depth_branch: str = "both",
+        depth_object_weight: float = 0.0,
     ):
         super().__init__()
         unknown = set(enabled) - set(TERMS)
@@ -148,6 +151,7 @@ class DistillationCriterion(nn.Module):
         self.smooth_l1_beta = smooth_l1_beta
         self.max_objs = int(max_objs)
         self.depth_branch = depth_branch
+        self.depth_object_weight = float(depth_object_weight)
         self._released: dict[str, Tensor] = {}
         self._values: dict[str, Tensor] = {}
 
@@ -256,8 +260,9 @@ class DistillationCriterion(nn.Module):
         for name in wanted:
             d = depths[name]
             if bins is None or bins.shape[-2:] != d.shape[-2:]:
-                bins = lidar_depth_bins(batch, tuple(d.shape[-2:]), self.dbound).to(d.device)
-            v = depth_bce(d, bins)
+                bins, on_object = (t.to(d.device) for t in lidar_depth_targets(batch, tuple(d.shape[-2:]), self.dbound))
+                weights = 1.0 + self.depth_object_weight * on_object.float() if self.depth_object_weight else None
+            v = depth_bce(d, bins, weights)
             total = v if total is None else total + v
         return total
 

@@ -76,6 +76,7 @@ def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module 
         smooth_l1_beta=dc.smooth_l1_beta,
         max_objs=cfg.model.head.max_objs,
         depth_branch=dc.depth_branch,
+        depth_object_weight=dc.depth_object_weight,
     ).to(device)
     all_weights = {**(getattr(cfg.model, "loss_weights", None) or {}), **weights}
     amp = None if dc.teacher_amp == "none" else getattr(torch, dc.teacher_amp)

@@ -70,23 +70,29 @@ def predict(
 class DepthStats:
     """Accumulates how well a model's depth distributions agree with LiDAR over a split:
     ``depth_within1`` (share of feature cells with a LiDAR return whose most likely bin is within
-    one bin of it) and ``depth_mae`` (mean |expected depth - LiDAR depth|, metres)."""
+    one bin of it) and ``depth_mae`` (mean |expected depth - LiDAR depth|, metres), and the same
+    over the cells whose nearest return lies on an annotated object (``_obj``): the depth a
+    detector needs, where the ground prior alone does not help."""
 
     def __init__(self, dbound: tuple[float, float, float]):
         self.dbound = tuple(float(v) for v in dbound)
-        self.sums = [0.0, 0.0, 0.0]  # cells, within one bin, sum of absolute errors
+        self.sums = [0.0] * 6  # all cells: count, within one bin, |error| sum; then object cells
 
     def add(self, depth: torch.Tensor, batch: Any) -> None:
-        from bevsimdet.models.depth import depth_agreement, lidar_depth_bins
+        from bevsimdet.models.depth import depth_agreement, lidar_depth_targets
 
-        bins = lidar_depth_bins(batch, tuple(depth.shape[-2:]), self.dbound).to(depth.device)
-        for i, v in enumerate(depth_agreement(depth, bins, self.dbound).tolist()):
+        bins, on_object = (t.to(depth.device) for t in lidar_depth_targets(batch, tuple(depth.shape[-2:]), self.dbound))
+        stats = torch.cat([depth_agreement(depth, bins, self.dbound), depth_agreement(depth, bins, self.dbound, on_object)])
+        for i, v in enumerate(stats.tolist()):
             self.sums[i] += v
 
     def summary(self) -> dict[str, float]:
         sums = [sum(v) for v in zip(*dist.all_gather_json(self.sums))] if dist.is_dist() else self.sums
-        n = sums[0]
-        return {"depth_within1": sums[1] / n, "depth_mae": sums[2] / n} if n > 0 else {}
+        out = {}
+        for suffix, (n, within, err) in (("", sums[:3]), ("_obj", sums[3:])):
+            if n > 0:
+                out.update({f"depth_within1{suffix}": within / n, f"depth_mae{suffix}": err / n})
+        return out
 
 
 class Evaluator:

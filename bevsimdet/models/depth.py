@@ -20,12 +20,35 @@ def num_depth_bins(dbound: tuple[float, float, float]) -> int:
     return int(round((dmax - dmin) / step))
 
 
+OBJECT_MARGIN = 0.25  # metres added to every box side: LiDAR returns lie on (or just off) the faces
+
+
+def points_in_any_box(points: Tensor, boxes: Tensor, margin: float = 0.0) -> Tensor:
+    """P x 3 points, M x 9 boxes (same frame) -> P bool: inside (or on) at least one box grown by
+    ``margin`` on every side. Vectorised over P x M; reference: ``geometry.points_in_boxes``."""
+    if boxes.shape[0] == 0 or points.shape[0] == 0:
+        return torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+    d = points[:, None, :3].float() - boxes[None, :, :3].float()  # P x M x 3
+    c, s = boxes[:, 6].float().cos(), boxes[:, 6].float().sin()
+    along = d[..., 0] * c + d[..., 1] * s
+    across = -d[..., 0] * s + d[..., 1] * c
+    inside = (along.abs() <= boxes[:, 4] / 2 + margin) & (across.abs() <= boxes[:, 3] / 2 + margin) & (d[..., 2].abs() <= boxes[:, 5] / 2 + margin)
+    return inside.any(1)
+
+
 def lidar_depth_bins(batch: Batch, feat_hw: tuple[int, int], dbound: tuple[float, float, float]) -> Tensor:
     """(B*N) x h x w long: depth bin of the nearest keyframe LiDAR return per feature cell, -1 if none.
 
     ``feat_hw`` is the image-feature size the depth distribution is predicted at; ``dbound`` is
     ``(dmin, dmax, step)`` in metres, bin ``k`` covering ``[dmin + k step, dmin + (k + 1) step)``.
     """
+    return lidar_depth_targets(batch, feat_hw, dbound)[0]
+
+
+def lidar_depth_targets(batch: Batch, feat_hw: tuple[int, int], dbound: tuple[float, float, float]) -> tuple[Tensor, Tensor]:
+    """(bins, on_object), both (B*N) x h x w: the depth bin of the nearest keyframe LiDAR return
+    per feature cell (-1 if none, see :func:`lidar_depth_bins`) and whether that return lies on
+    an annotated object (inside a GT box grown by :data:`OBJECT_MARGIN`)."""
     if batch.points is None:
         raise ValueError("depth supervision needs LiDAR points in the batch (batch.points is None)")
     h, w = feat_hw
@@ -33,9 +56,11 @@ def lidar_depth_bins(batch: Batch, feat_hw: tuple[int, int], dbound: tuple[float
     n = batch.num_cams
     dmin, _, step = dbound
     nbins = num_depth_bins(dbound)
-    out = []
+    out, objects = [], []
     for b, pts in enumerate(batch.points):
         pts = pts[pts[:, 4] == 0, :3].float()
+        boxes = batch.gt_boxes[b].to(pts.device) if b < len(batch.gt_boxes) else pts.new_zeros(0, 9)
+        on_box = points_in_any_box(pts, boxes, OBJECT_MARGIN)  # boxes and points: augmented ego frame
         aug2ego = torch.linalg.inv(batch.bev_aug[b].float())
         ego2cam = torch.linalg.inv(batch.cam2ego[b].float())  # N x 4 x 4
         hom = torch.cat([pts, pts.new_ones(pts.shape[0], 1)], 1) @ aug2ego.t()  # P x 4, un-augmented ego
@@ -49,19 +74,24 @@ def lidar_depth_bins(batch: Batch, feat_hw: tuple[int, int], dbound: tuple[float
         k = torch.floor((z - dmin) / step).long()
         ok = (z > 1e-3) & (u >= 0) & (u < img_w) & (v >= 0) & (v < img_h) & (k >= 0) & (k < nbins)
         cell = torch.floor(v * h / img_h).long().clamp(0, h - 1) * w + torch.floor(u * w / img_w).long().clamp(0, w - 1)
+        inf = torch.full_like(z, float("inf"))
         flat = torch.full((n, h * w), float("inf"), device=pts.device)
-        flat.scatter_reduce_(1, cell * ok, torch.where(ok, z, torch.full_like(z, float("inf"))), "amin")
+        flat.scatter_reduce_(1, cell * ok, torch.where(ok, z, inf), "amin")
+        nearest_obj = torch.full((n, h * w), float("inf"), device=pts.device)
+        nearest_obj.scatter_reduce_(1, cell * ok, torch.where(ok & on_box[None], z, inf), "amin")
         bins = torch.floor((flat - dmin) / step)
         out.append(torch.where(torch.isfinite(flat), bins, torch.full_like(bins, -1.0)).long().view(n, h, w))
-    return torch.cat(out, 0)
+        objects.append((torch.isfinite(flat) & (nearest_obj == flat)).view(n, h, w))
+    return torch.cat(out, 0), torch.cat(objects, 0)
 
 
-def depth_bce(depth_probs: Tensor, target_bins: Tensor) -> Tensor:
+def depth_bce(depth_probs: Tensor, target_bins: Tensor, weights: Tensor | None = None) -> Tensor:
     """Binary cross-entropy of a predicted depth distribution against LiDAR depth bins.
 
     ``depth_probs`` (B*N) x D x h x w (softmax over D); ``target_bins`` (B*N) x h x w long, the
     bin of the nearest LiDAR return in each feature cell, -1 where there is none. Averaged over
-    cells that have a target (BEVDepth style); zero when no cell has one.
+    cells that have a target (BEVDepth style), or weighted by ``weights`` (B*N) x h x w and
+    divided by the weight of those cells; zero when no cell has one.
     """
     valid = target_bins >= 0
     d = depth_probs.shape[1]
@@ -69,18 +99,24 @@ def depth_bce(depth_probs: Tensor, target_bins: Tensor) -> Tensor:
     if probs.shape[0] == 0:
         return depth_probs.sum() * 0.0
     onehot = F.one_hot(target_bins[valid], d).float()
-    bce = F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), onehot, reduction="none")
-    return bce.sum() / probs.shape[0]
+    bce = F.binary_cross_entropy(probs.clamp(1e-6, 1 - 1e-6), onehot, reduction="none").sum(1)  # V
+    if weights is None:
+        return bce.sum() / probs.shape[0]
+    w = weights.float()[valid]
+    return (bce * w).sum() / w.sum().clamp(min=1e-6)
 
 
-def depth_agreement(depth_probs: Tensor, target_bins: Tensor, dbound: tuple[float, float, float]) -> Tensor:
+def depth_agreement(depth_probs: Tensor, target_bins: Tensor, dbound: tuple[float, float, float], cells: Tensor | None = None) -> Tensor:
     """How well a depth distribution agrees with LiDAR, as sums to accumulate over a split.
 
-    ``depth_probs`` (B*N) x D x h x w, ``target_bins`` (B*N) x h x w (-1: no return). Returns a
-    float64 3-vector: [cells with a LiDAR return, those whose most likely bin is within one bin of
-    the LiDAR bin, the sum over them of |expected depth - LiDAR bin centre| in metres].
+    ``depth_probs`` (B*N) x D x h x w, ``target_bins`` (B*N) x h x w (-1: no return); ``cells``
+    optionally restricts to a subset (e.g. cells whose return is on an object). Returns a float64
+    3-vector: [cells with a LiDAR return, those whose most likely bin is within one bin of the
+    LiDAR bin, the sum over them of |expected depth - LiDAR bin centre| in metres].
     """
     valid = target_bins >= 0
+    if cells is not None:
+        valid = valid & cells
     probs = depth_probs.detach().float().permute(0, 2, 3, 1)[valid]  # V x D
     target = target_bins[valid]
     if probs.shape[0] == 0:
@@ -92,4 +128,4 @@ def depth_agreement(depth_probs: Tensor, target_bins: Tensor, dbound: tuple[floa
     return torch.stack([torch.tensor(float(probs.shape[0])), within.cpu().double(), err.cpu().double()]).double()
 
 
-__all__ = ["depth_agreement", "depth_bce", "lidar_depth_bins", "num_depth_bins"]
+__all__ = ["depth_agreement", "depth_bce", "lidar_depth_bins", "lidar_depth_targets", "num_depth_bins", "points_in_any_box", "OBJECT_MARGIN"]
