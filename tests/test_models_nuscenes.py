@@ -34,6 +34,13 @@ def test_nuscenes_config_forward_backward(kind):
         assert out.depth.shape == (6, 118, 32, 88)
     loss = sum(build.build_criterion(cfg.model)(out, batch).values())
     assert torch.isfinite(loss)
-    loss.backward()
     head = model.head.task_heads[0]["heatmap"][-1]
-    assert head.weight.grad is not None and torch.isfinite(head.weight.grad).all()
+    if kind == "fusion":
+        # the full backward of the fusion config runs through every camera and LiDAR module at
+        # these sizes; the camera and LiDAR configs share them, so they only differentiate the head
+        # (their full backward would double the test's time without reaching new code)
+        loss.backward()
+        grad = head.weight.grad
+    else:
+        (grad,) = torch.autograd.grad(loss, head.weight)
+    assert grad is not None and torch.isfinite(grad).all()

@@ -77,7 +77,8 @@ def test_no_progress_silences_bars_deep_inside_a_command(tiny_world, tmp_path, m
     assert err.getvalue() == ""
 
 
-@pytest.mark.parametrize("flag, bars", [("--no-progress", False), (None, False), ("--progress", True)])
+# --no-progress is checked in-process above (and end to end by tests/test_demo.py)
+@pytest.mark.parametrize("flag, bars", [(None, False), ("--progress", True)])
 def test_prepare_command_honours_the_flag(tiny_world, tmp_path, flag, bars):
     """A subprocess's stderr is a pipe: bars only when forced; stdout never carries one."""
     cmd = [sys.executable, "-m", "bevsimdet", "prepare", "--dataroot", str(tiny_world), "--version", "v1.0-mini",
