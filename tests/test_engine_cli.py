@@ -25,19 +25,22 @@ def test_train_evaluate_model_infer_help():
             assert opt in r.stdout
 
 
-def test_train_user_errors_are_one_line(tmp_path):
+def test_train_user_errors_are_one_line(tmp_path, capsys):
+    # in-process (the same main() as the console script): four interpreters importing torch cost ~10 s
+    from test_infer_cli import cli
+
     cfg = tmp_path / "c.yaml"
     cfg.write_text("train: {lr: 1.0e-3}\n")
-    r = bevsimdet("train", str(cfg), "--work-dir", str(tmp_path / "run"), "--resume")
-    assert r.returncode == 2 and r.stderr.startswith("error: --resume: no checkpoint") and r.stderr.count("\n") == 1
+    code, _, err = cli(capsys, "train", str(cfg), "--work-dir", str(tmp_path / "run"), "--resume")
+    assert code == 2 and err.startswith("error: --resume: no checkpoint") and err.count("\n") == 1
     stored = config_to_dict(load_config(cfg, ["model.type=lidar"]))
     save_checkpoint(tmp_path / "run" / "checkpoints" / "latest.safetensors", model=ToyModel(), config=stored)
-    r = bevsimdet("train", str(cfg), "--work-dir", str(tmp_path / "run"))
-    assert r.returncode == 2 and "already holds a training run" in r.stderr and "--resume" in r.stderr
-    r = bevsimdet("train", str(cfg), "--work-dir", str(tmp_path / "run"), "--resume", "--set", "model.type=camera")
-    assert r.returncode == 2 and "different config: model.type differs" in r.stderr
-    r = bevsimdet("train", str(cfg), "--work-dir", str(tmp_path / "x"), "--set", "train.no_such_key=1")
-    assert r.returncode == 2 and "unknown config key 'train.no_such_key'" in r.stderr
+    code, _, err = cli(capsys, "train", str(cfg), "--work-dir", str(tmp_path / "run"))
+    assert code == 2 and "already holds a training run" in err and "--resume" in err
+    code, _, err = cli(capsys, "train", str(cfg), "--work-dir", str(tmp_path / "run"), "--resume", "--set", "model.type=camera")
+    assert code == 2 and "different config: model.type differs" in err
+    code, _, err = cli(capsys, "train", str(cfg), "--work-dir", str(tmp_path / "x"), "--set", "train.no_such_key=1")
+    assert code == 2 and "unknown config key 'train.no_such_key'" in err
 
 
 def test_total_steps():
