@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 
 METRIC_KEYS = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
+DEPTH_KEY = "depth_within1"  # camera models: share of LiDAR cells whose depth is within one bin
+RUNS = (("teacher", "teacher (BEVFusion)"), ("camera", "baseline (BEVFusion-C)"), ("student", "BEVSimDet student"))
 
 
 @dataclass(frozen=True)
@@ -109,11 +111,12 @@ def _measure(cfg: Any, ckpt: Path, repeats: int = 5) -> tuple[float, float]:
 
 
 def render_table(rows: list[ModelRow]) -> str:
-    head = ["model", "modality (test)", *METRIC_KEYS, "params (M)", "CPU latency (ms)"]
+    head = ["model", "modality (test)", *METRIC_KEYS, "depth within 1 bin", "params (M)", "CPU latency (ms)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         vals = [f"{r.metrics.get(k, float('nan')):.4f}" for k in METRIC_KEYS]
-        lines.append("| " + " | ".join([r.name, r.modality, *vals, f"{r.params_m:.2f}", f"{r.latency_ms:.0f}"]) + " |")
+        depth = f"{r.metrics[DEPTH_KEY]:.3f}" if DEPTH_KEY in r.metrics else "-"
+        lines.append("| " + " | ".join([r.name, r.modality, *vals, depth, f"{r.params_m:.2f}", f"{r.latency_ms:.0f}"]) + " |")
     return "\n".join(lines)
 
 
@@ -152,6 +155,7 @@ def run_demo(
 ) -> list[ModelRow]:
     from bevsimdet.data.sim import simulate
     from bevsimdet.distill.run import run_distillation
+    from bevsimdet.engine.curves import plot_curves, read_val_rows
     from bevsimdet.engine.evaluate import evaluate_model
     from bevsimdet.engine.train import run_training
     from bevsimdet.io import atomic_write_json, atomic_write_text
@@ -189,15 +193,19 @@ def run_demo(
     ):
         metrics = evaluate_model(cfg, ckpt, progress=progress)
         params, latency = _measure(cfg, ckpt)
-        rows.append(ModelRow(name, modality, {k: float(metrics[k]) for k in METRIC_KEYS}, params, latency))
+        keys = [*METRIC_KEYS, *([DEPTH_KEY] if DEPTH_KEY in metrics and modality == "camera" else [])]
+        rows.append(ModelRow(name, modality, {k: float(metrics[k]) for k in keys}, params, latency))
+    curves = plot_curves({label: read_val_rows(out_dir / run / "log.jsonl") for run, label in RUNS}, out_dir / "curves.png",
+                         title="bevsimdet demo: validation (mini_val) during training")
 
     minutes = (time.perf_counter() - t_start) / 60
     table = render_table(rows)
-    atomic_write_text(out_dir / "results.md", f"# bevsimdet demo\n\n{table}\n\nTotal time: {minutes:.1f} min (seed {seed}).\n")
+    pictures = "\n\n![results](results.png)" + ("\n\n![learning curves](curves.png)" if curves else "")
+    atomic_write_text(out_dir / "results.md", f"# bevsimdet demo\n\n{table}\n\nTotal time: {minutes:.1f} min (seed {seed}).{pictures}\n")
     atomic_write_json(out_dir / "results.json", {"minutes": minutes, "seed": seed, "rows": [r.__dict__ for r in rows]}, indent=2)
     plot_bars(rows, out_dir / "results.png")
     log(table)
-    log(f"total time {minutes:.1f} min; wrote {out_dir / 'results.md'} and {out_dir / 'results.png'}")
+    log(f"total time {minutes:.1f} min; wrote {out_dir / 'results.md'}, {out_dir / 'results.png'}" + (f" and {curves}" if curves else ""))
     return rows
 
 

@@ -233,3 +233,15 @@ def test_depth_targets_mark_returns_on_objects():
     bins, on_object = lidar_depth_targets(batch, vt.feature_shape, vt.dbound)
     assert int((bins >= 0).sum()) == 2 and int(on_object.sum()) == 1
     assert bool(on_object[0, 4, 10]) and int(bins[0, 4, 10]) == 4
+
+
+def test_split_depth_net_keeps_depth_and_context_apart():
+    """A loss on the depth logits alone gives no gradient to the context branch."""
+    vt = _lss(depth_net="split", camera_aware=True)
+    k, c2e = _front_camera()
+    feats = torch.randn(1, 4, 8, 22)
+    _, depth = vt(feats, _batch(k, c2e))
+    depth[:, 0].sum().backward()
+    assert vt.depthnet.context[0].weight.grad is None or float(vt.depthnet.context[0].weight.grad.abs().max()) == 0.0
+    assert float(vt.depthnet.depth[0].weight.grad.abs().max()) > 0
+    assert vt.depthnet.depth[0].in_channels == 4 + 3 + vt.num_bins

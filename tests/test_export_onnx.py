@@ -16,6 +16,7 @@ from bevsimdet.export.graph import forbidden_ops, load_onnx, op_types, ort_sessi
 from bevsimdet.export.onnx import (  # noqa: E402
     INPUT_NAMES,
     ExportGraph,
+    input_names,
     bev_pool_scatter,
     export_model,
     outputs_to_detector_output,
@@ -59,14 +60,15 @@ def _other_rig(cfg, seed: int):
 
 
 def test_graph_takes_the_geometry_as_input_and_has_no_forbidden_ops(exported):
-    _, _, path = exported
+    _, model, path = exported
     proto = load_onnx(path)
     assert forbidden_ops(proto) == {}
     ops = op_types(proto)
     assert not {"NonZero", "Inverse", "Compress"} & set(ops)
     assert ops["ScatterElements"] == 2  # one BEV pooling per view transform (camera, sim-LiDAR)
     assert ops["GridSample"] == 1  # the GCM
-    assert [i.name for i in proto.graph.input] == list(INPUT_NAMES)
+    # the demo student's depth nets are camera-aware: their per-cell geometry is a fourth input
+    assert [i.name for i in proto.graph.input] == list(input_names(model)) == [*INPUT_NAMES, "depth_geometry"]
     assert proto.graph.input[1].type.tensor_type.shape.dim[0].dim_param == "points"
     assert len(proto.graph.output) == 6 * 6 and proto.graph.output[0].name == "task0.heatmap"
 
@@ -101,12 +103,12 @@ def test_precomputed_geometry_is_restored_and_pooling_matches_the_reference():
     model = build_detector(cfg.model).eval()
     batch = random_batch(cfg.model, seed=1, with_points=False)
     geo = precompute_geometry(model, batch)
-    with precomputed_geometry(model, geo["point_index"], geo["cell_index"]):
+    with precomputed_geometry(model, geo["point_index"], geo["cell_index"], geo.get("depth_geometry")):
         assert vt_module.bev_pool is bev_pool_scatter
         assert model.view_transform.pool_indices(None)[0] is geo["point_index"]
     assert vt_module.bev_pool is not bev_pool_scatter and "pool_indices" not in vars(model.view_transform)
     with torch.no_grad():
-        eager = ExportGraph(model)(*(batch.images if k == "images" else geo[k] for k in INPUT_NAMES))
+        eager = ExportGraph(model)(*(batch.images if k == "images" else geo[k] for k in input_names(model)))
         ref = model(batch)
     torch.testing.assert_close(eager[0], ref.preds[0]["heatmap"], atol=1e-5, rtol=1e-5)
 

@@ -454,4 +454,5 @@ def test_demo_configs_build():
         assert cfg.model.type == kind and tuple(cfg.model.camera.image_size) == tuple(cfg.data.image_size)
         model = build.build_detector(cfg.model)
         assert build.bev_grid(cfg.model)[0] == (64, 64)
-        assert sum(p.numel() for p in model.parameters()) < 3_000_000
+        # CPU-sized: the pretrained EfficientNet-Lite0 backbone (3.4 M) is most of the camera models
+        assert sum(p.numel() for p in model.parameters()) < 5_000_000

@@ -42,7 +42,8 @@ class CameraConfig:
     ybound: tuple[float, float, float] = (-51.2, 51.2, 0.8)
     zbound: tuple[float, float, float] = (-10.0, 10.0, 20.0)
     dbound: tuple[float, float, float] = (1.0, 57.0, 2.0)  # depth bins: min, max, step (m)
-    depth_net: Literal["conv1x1", "conv3x3"] = "conv1x1"  # 1x1 as BEVFusion-C; 3x3 adds context
+    # 1x1 as BEVFusion-C; 3x3 adds context; split: separate depth / context branches (BEVDepth)
+    depth_net: Literal["conv1x1", "conv3x3", "split"] = "conv1x1"
     # the depth net also sees each cell's ray direction and a ground-plane depth prior (pure
     # camera geometry, no LiDAR; see LSSTransform.depth_geometry)
     camera_aware: bool = False
@@ -73,6 +74,13 @@ class LidarConfig:
     downsample: int = 2  # stride of the BEV conv stack after scattering
     num_blocks: int = 2  # 3x3 convs in that stack (after the strided one)
     max_points: int = 0  # per-sample cap (random subset in training, first points at test); 0: none
+    # standardise the point features (intensity, x/y, z offsets, time lag) before the pillar net,
+    # so that height profile and time lag count from the first step (see PillarFeatureNet)
+    input_norm: bool = False
+    # split points by time lag into this many slices of this width (s), each its own channels of
+    # the BEV grid (slice 0: the keyframe; the last takes all older points); 1: no split
+    time_bins: int = 1
+    time_bin_width: float = 0.15
 
 
 @dataclass

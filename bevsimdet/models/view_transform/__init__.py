@@ -51,6 +51,23 @@ def bev_pool_reference(feats: Tensor, ranks: Tensor, num_cells: int) -> Tensor:
     return torch.stack(cells) if cells else feats.new_zeros(0, feats.shape[1])
 
 
+class SplitDepthNet(nn.Module):
+    """(B*N) x C_in x h x w -> (B*N) x (D + C) x h x w from two branches, each a 3x3 ConvBNReLU
+    then a 1x1 conv: depth logits (D) and context (C)."""
+
+    def __init__(self, in_channels: int, hidden: int, num_bins: int, out_channels: int):
+        super().__init__()
+
+        def branch(cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, cout, 1))
+
+        self.depth = branch(num_bins)
+        self.context = branch(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.depth(x), self.context(x)], 1)
+
+
 class LSSTransform(nn.Module):
     """Image features (B*N) x C_in x h x w -> (camera BEV B x C x Ny x Nx, depth (B*N) x D x h x w).
 
@@ -59,7 +76,9 @@ class LSSTransform(nn.Module):
         image_size: (H, W) of the augmented images; feature_stride: H / h.
         xbound, ybound, zbound: (min, max, cell) of the pooling grid in the augmented ego frame.
         dbound: (min, max, step) of the depth bins (metres along the camera's z axis).
-        depth_net: ``conv1x1`` (BEVFusion-C) or ``conv3x3`` (a 3x3 ConvBNReLU before the 1x1).
+        depth_net: ``conv1x1`` (BEVFusion-C), ``conv3x3`` (a 3x3 ConvBNReLU before the 1x1) or
+            ``split`` (separate 3x3 ConvBNReLU branches for depth and context, as BEVDepth's
+            DepthNet: a depth loss then shapes its own branch, not the context features).
         downsample: stride of the BEV conv block after pooling (BEVFusion: 2).
     """
 
@@ -108,8 +127,10 @@ class LSSTransform(nn.Module):
                 nn.Conv2d(cin, in_channels, 3, padding=1, bias=False), nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True),
                 nn.Conv2d(in_channels, self.num_bins + c, 1),
             )
+        elif depth_net == "split":
+            self.depthnet = SplitDepthNet(cin, in_channels, self.num_bins, c)
         else:
-            raise ConfigError(f"unknown depth net '{depth_net}'", fix="use conv1x1 or conv3x3")
+            raise ConfigError(f"unknown depth net '{depth_net}'", fix="use conv1x1, conv3x3 or split")
         pooled = c * self.nz
         if downsample > 1:
             self.bev_out: nn.Module = nn.Sequential(
@@ -279,4 +300,4 @@ def _same(a: tuple[Tensor, ...], b: tuple[Tensor, ...]) -> bool:
     return all(x.shape == y.shape and x.device == y.device and torch.equal(x, y) for x, y in zip(a, b))
 
 
-__all__ = ["LSSTransform", "bev_pool", "bev_pool_reference", "grid_size"]
+__all__ = ["LSSTransform", "SplitDepthNet", "bev_pool", "bev_pool_reference", "grid_size"]
