@@ -213,3 +213,35 @@ def test_write_tables_world_loads_in_the_devkit(world, nusc):
     assert sum(sd["is_key_frame"] for sd in lidar) == 60 and len(lidar) == 60 * 3  # 2 sweeps + keyframe
     assert {"static_object.bicycle_rack", "movable_object.debris"} <= {a["category_name"] for a in nusc.sample_annotation}
     assert isinstance(load_gt(world, VERSION, "mini_val", cache=False).boxes, BoxSet)
+
+
+@pytest.mark.parametrize("problem", [None, ("size", [1.0, -2.0, 1.0]), ("rotation", [0, 0, 0, 0]), ("velocity", [1.0]),
+                                     ("translation", "abc"), ("velocity", [float("nan"), 0.0]), ("size", [1, [2], 3])])
+def test_one_pass_box_columns_equal_the_per_key_reference(problem):
+    """results_to_boxes converts the list-valued keys in one pass; same arrays, same first error."""
+    from bevsimdet.eval import results as R
+
+    rng = np.random.default_rng(0)
+    gt = synthetic.random_ground_truth(rng, 6)
+    flat = [b for boxes in synthetic.random_predictions(rng, gt).values() for b in boxes]
+    if problem is not None:
+        flat[len(flat) // 2] = {**flat[len(flat) // 2], problem[0]: problem[1]}
+
+    def where(i):
+        return f"box {i}"
+
+    def outcome(fn):
+        try:
+            return fn()
+        except R.ResultsError as e:
+            return str(e)
+
+    fast = outcome(lambda: R._vector_columns(flat, where))
+    slow = outcome(lambda: {k: R._numeric_column(flat, k, w, where) for k, w in R.NUMERIC_KEYS if w})
+    if problem is None:
+        assert fast.keys() == slow.keys()
+        for k in fast:
+            np.testing.assert_array_equal(fast[k], slow[k])
+            assert fast[k].flags.c_contiguous
+    else:
+        assert isinstance(fast, str) and fast == slow
