@@ -31,7 +31,8 @@ class DataConfig:
     # LiDAR: points outside the range are dropped, boxes whose centre is outside too
     point_cloud_range: tuple[float, float, float, float, float, float] = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0)
     load_points: bool = True
-    sweeps: int = 9  # previous sweeps merged into each keyframe (<= max_sweeps)
+    sweeps: int = 9  # previous sweeps merged into each keyframe (sweeps x sweep_stride <= max_sweeps)
+    sweep_stride: int = 1  # take every n-th stored sweep: 3 sweeps at stride 3 span 0.45 s at 20 Hz
     max_sweeps: int = 9  # sweeps stored in the info files by `prepare`
     load_dim: int = 5  # floats per point in the .pcd.bin files
     use_valid_flag: bool = False  # keep only GT boxes with >= 1 LiDAR or radar point

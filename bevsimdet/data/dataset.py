@@ -87,7 +87,9 @@ class NuScenesDataset(Dataset):
 
     ``train`` turns on random augmentation (``image_aug`` and ``bev_aug``); otherwise images get
     the fixed test transform and ``bev_aug`` is the identity. ``sweeps`` previous LiDAR sweeps are
-    merged into the keyframe (in the keyframe ego frame, with their time lag). With
+    merged into the keyframe (in the keyframe ego frame, with their time lag): every
+    ``sweep_stride``-th one, newest first, so that few sweeps can still span a long time (motion
+    over 0.45 s, as 9 consecutive 20 Hz sweeps, for the points of 3). With
     ``skip_bad_samples`` a sample whose files are missing or corrupt is replaced by the next good
     one with a warning, and counted in :attr:`skipped` (per process).
     """
@@ -103,6 +105,7 @@ class NuScenesDataset(Dataset):
         bev_aug: BEVAug | None = None,
         load_points: bool = True,
         sweeps: int = 9,
+        sweep_stride: int = 1,
         load_dim: int = 5,
         point_cloud_range: Sequence[float] | None = (-54.0, -54.0, -5.0, 54.0, 54.0, 3.0),
         use_valid_flag: bool = False,
@@ -113,10 +116,12 @@ class NuScenesDataset(Dataset):
         self.dataroot = Path(dataroot)
         if not self.dataroot.is_dir():
             raise DataError(f"dataroot {self.dataroot} does not exist", fix="pass the folder the info files were made from")
-        if sweeps > self.infos.max_sweeps:
+        if sweep_stride < 1:
+            raise DataError(f"sweep_stride must be >= 1, got {sweep_stride}", fix="set data.sweep_stride to 1 (consecutive sweeps) or more")
+        if sweeps * sweep_stride > self.infos.max_sweeps:
             raise DataError(
-                f"{sweeps} sweeps requested but the info file of split '{self.infos.split}' stores {self.infos.max_sweeps}",
-                fix=f"rerun `bevsimdet prepare --max-sweeps {sweeps} --force` or lower data.sweeps",
+                f"{sweeps} sweeps at stride {sweep_stride} need {sweeps * sweep_stride} stored sweeps but the info file of split '{self.infos.split}' stores {self.infos.max_sweeps}",
+                fix=f"rerun `bevsimdet prepare --max-sweeps {sweeps * sweep_stride} --force` or lower data.sweeps / data.sweep_stride",
             )
         self.train = train
         self.image_aug = ImageAug(image_size=tuple(image_size)) if image_aug is None else image_aug
@@ -125,6 +130,7 @@ class NuScenesDataset(Dataset):
         self.bev_aug = BEVAug() if bev_aug is None else bev_aug
         self.load_points = load_points
         self.sweeps = sweeps
+        self.sweep_stride = sweep_stride
         self.load_dim = load_dim
         self.point_cloud_range = None if point_cloud_range is None else np.asarray(point_cloud_range, dtype=np.float64)
         self.use_valid_flag = use_valid_flag
@@ -151,7 +157,7 @@ class NuScenesDataset(Dataset):
     def files_of(self, info: SampleInfo) -> list[Path]:
         files = [self.dataroot / info.cams[c].path for c in self.cameras]
         if self.load_points:
-            files += [self.dataroot / info.lidar_path] + [self.dataroot / w.path for w in info.sweeps[: self.sweeps]]
+            files += [self.dataroot / info.lidar_path] + [self.dataroot / w.path for w in self.sweeps_of(info)]
         return files
 
     def _drop_missing(self) -> None:
@@ -227,10 +233,10 @@ class NuScenesDataset(Dataset):
         )
 
     def load_lidar(self, info: SampleInfo) -> np.ndarray:
-        """P x 5 float32: the keyframe and its first ``sweeps`` sweeps in the keyframe ego frame,
+        """P x 5 float32: the keyframe and its :meth:`sweeps_of` in the keyframe ego frame,
         with the time lag (s) in the last channel."""
         parts = []
-        for path, sensor2ego, lag in [(info.lidar_path, info.lidar2ego, 0.0)] + [(w.path, w.sensor2ego, w.time_lag) for w in info.sweeps[: self.sweeps]]:
+        for path, sensor2ego, lag in [(info.lidar_path, info.lidar2ego, 0.0)] + [(w.path, w.sensor2ego, w.time_lag) for w in self.sweeps_of(info)]:
             pts = read_points(self.dataroot / path, self.load_dim)
             if lag > 0:
                 pts = pts[np.hypot(pts[:, 0], pts[:, 1]) >= SWEEP_MIN_RANGE]
@@ -240,6 +246,11 @@ class NuScenesDataset(Dataset):
             out[:, 4] = lag
             parts.append(out)
         return np.concatenate(parts)
+
+    def sweeps_of(self, info: SampleInfo) -> list:
+        """The sweeps merged into ``info``'s keyframe: sweeps ``stride - 1, 2 stride - 1, ...`` of
+        the stored ones (newest first), at most ``sweeps`` (fewer at the start of a scene)."""
+        return info.sweeps[self.sweep_stride - 1 :: self.sweep_stride][: self.sweeps]
 
     def gt_of(self, info: SampleInfo) -> tuple[np.ndarray, np.ndarray]:
         """(M x 9 boxes, M labels) of the detection classes (valid boxes only with use_valid_flag)."""
@@ -300,6 +311,7 @@ def build_dataset(cfg: Any, split: str, train: bool) -> NuScenesDataset:
         bev_aug=BEVAug(rot_lim=tuple(cfg.bev_rot_lim), scale_lim=tuple(cfg.bev_scale_lim), flip=cfg.bev_flip),
         load_points=cfg.load_points,
         sweeps=cfg.sweeps,
+        sweep_stride=cfg.sweep_stride,
         load_dim=cfg.load_dim,
         point_cloud_range=tuple(cfg.point_cloud_range),
         use_valid_flag=cfg.use_valid_flag,

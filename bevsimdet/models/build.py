@@ -37,7 +37,7 @@ def build_lidar_encoder(cfg: ModelConfig) -> nn.Module:
     lc = cfg.lidar
     if lc.encoder == "sparse":
         return build_sparse_encoder(pc_range=lc.point_cloud_range, voxel_size=lc.voxel_size, in_channels=lc.in_channels, out_channels=lc.out_channels)
-    return PillarLidarEncoder(lc.point_cloud_range, lc.voxel_size, lc.in_channels, lc.feat_channels, lc.out_channels, lc.downsample, lc.num_blocks, lc.max_points, lc.hidden_channels)
+    return PillarLidarEncoder(lc.point_cloud_range, lc.voxel_size, lc.in_channels, lc.feat_channels, lc.out_channels, lc.downsample, lc.num_blocks, lc.max_points, lc.hidden_channels, lc.input_norm, lc.time_bins, lc.time_bin_width)
 
 
 def _camera_grid(cfg: ModelConfig) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
@@ -171,7 +171,7 @@ def build_criterion(cfg: ModelConfig) -> nn.Module:
     h = cfg.head
     assigner = CenterPointTargetAssigner(TASKS, rng, shape, gaussian_overlap=h.gaussian_overlap, min_radius=h.min_radius, max_objs=h.max_objs)
     dbound = depth_bound(cfg) if (cfg.depth_supervision and cfg.type in HAS_CAMERA) else None
-    return CenterPointCriterion(assigner, h.code_weights, dbound)
+    return CenterPointCriterion(assigner, h.code_weights, dbound, h.velocity_beta)
 
 
 def build_postprocess(cfg: ModelConfig) -> nn.Module:

@@ -109,6 +109,8 @@ class HeadConfig:
     min_radius: int = 2
     max_objs: int = 500
     code_weights: list[float] = field(default_factory=lambda: [1.0] * 8 + [0.2, 0.2])
+    # smooth-L1 transition (m/s) of the velocity terms, 0: plain L1 (see CenterPointCriterion)
+    velocity_beta: float = 0.0
     score_threshold: float = 0.1
     pre_max_size: int = 1000
     post_max_size: int = 83

@@ -209,20 +209,38 @@ def gather_cells(maps: Tensor, indices: Tensor) -> Tensor:
     return maps.reshape(b, c, -1).gather(2, indices[:, None, :].expand(b, c, indices.shape[1])).transpose(1, 2)
 
 
+def velocity_huber(error: Tensor, beta: float) -> Tensor:
+    """Smooth-L1 of velocity errors (m/s): ``0.5 e^2 / beta`` below ``beta``, ``|e| - beta / 2``
+    above; plain ``|e|`` for ``beta = 0``."""
+    if beta <= 0:
+        return error.abs()
+    a = error.abs()
+    return torch.where(a < beta, 0.5 * a.square() / beta, a - 0.5 * beta)
+
+
 class CenterPointCriterion(nn.Module):
     """``forward(output, batch)`` -> raw terms ``det_heatmap`` (Gaussian focal loss / number of
     GT centres, per task, summed over tasks), ``det_bbox`` (code-weighted L1 on the box code at
     GT centres / number of objects, summed over tasks) and, with ``depth_dbound``, ``det_depth``
     (BEVDepth-style BCE of ``output.depth`` against LiDAR depth bins, when the batch has points).
-    :meth:`targets` exposes the targets (distillation reuses them)."""
+    :meth:`targets` exposes the targets (distillation reuses them).
 
-    def __init__(self, assigner: CenterPointTargetAssigner, code_weights: Sequence[float] = (1.0,) * 8 + (0.2, 0.2), depth_dbound: tuple[float, float, float] | None = None):
+    ``velocity_beta`` > 0 makes the two velocity terms smooth-L1 with that transition (m/s). Why:
+    most objects stand still, and while the features cannot yet tell movers from parked objects
+    the velocity branch sits at ~0; under L1 every static object then adds a full-size gradient
+    of random sign (the sign of its tiny prediction), noise that drowns the movers' consistent
+    pull and keeps the branch at 0 for a whole short schedule. Under smooth-L1 a static object
+    near 0 adds almost nothing, and movers (errors of metres per second) keep L1's unit gradient.
+    """
+
+    def __init__(self, assigner: CenterPointTargetAssigner, code_weights: Sequence[float] = (1.0,) * 8 + (0.2, 0.2), depth_dbound: tuple[float, float, float] | None = None, velocity_beta: float = 0.0):
         super().__init__()
         self.assigner = assigner
         if len(code_weights) != CODE_SIZE:
             raise ValueError(f"{len(code_weights)} code weights for a {CODE_SIZE}-d box code")
         self.register_buffer("code_weights", torch.tensor(list(code_weights), dtype=torch.float32), persistent=False)
         self.depth_dbound = depth_dbound
+        self.velocity_beta = float(velocity_beta)
 
     def targets(self, batch: Batch) -> CenterPointTargets:
         return self.assigner(batch.gt_boxes, batch.gt_labels)
@@ -237,7 +255,12 @@ class CenterPointCriterion(nn.Module):
             h = gaussian_focal_loss(pred["heatmap"], heatmap) / num_pos
             mask = tg.masks[t]
             code = gather_cells(regression_code(pred).float(), tg.indices[t])
-            l1 = (code - tg.codes[t]).abs() * self.code_weights * mask[..., None]
+            err = code - tg.codes[t]
+            if self.velocity_beta > 0:
+                err = torch.cat([err[..., :8].abs(), velocity_huber(err[..., 8:], self.velocity_beta)], -1)
+            else:
+                err = err.abs()
+            l1 = err * self.code_weights * mask[..., None]
             bx = l1.sum() / (mask.sum() + 1e-4)
             heat_total = h if heat_total is None else heat_total + h
             box_total = bx if box_total is None else box_total + bx
@@ -345,6 +368,7 @@ __all__ = [
     "draw_gaussian",
     "draw_heatmaps",
     "gaussian_focal_loss",
+    "velocity_huber",
     "regression_code",
     "gather_cells",
     "HEADS",

@@ -7,7 +7,11 @@ in-range point is kept, no per-voxel cap, no voxel limit). Each point gets Point
 and a max over its voxel. Voxels are scattered to a dense ``B x C x Nz x Ny x Nx`` grid whose z
 slices are folded into channels; with one z slice (``voxel_size[2]`` = the z range) this is
 PointPillars. A ConvBNReLU stack with stride ``downsample`` gives the LiDAR BEV
-``B x C_out x Ny' x Nx'``. The time lag channel is what lets the net use multi-sweep motion.
+``B x C_out x Ny' x Nx'``. The time lag channel is what lets the net use multi-sweep motion;
+with ``time_bins`` > 1 the points are also split by time lag into that many slices, folded into
+channels like the z slices, so that the BEV convolutions see where the object was in each slice
+side by side (a moving object's slices are shifted along its velocity) instead of having to
+untangle one max-pooled mixture of all sweeps.
 
 :class:`SparseLidarEncoder` (spconv, CUDA only) is an optional alternative; spconv is imported
 only when that encoder is built.
@@ -31,13 +35,21 @@ def voxel_grid(pc_range: Sequence[float], voxel_size: Sequence[float]) -> tuple[
     return n[2], n[1], n[0]
 
 
-def voxelize(points: Sequence[Tensor], pc_range: Sequence[float], voxel_size: Sequence[float]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def time_slice(lag: Tensor, time_bins: int, time_bin_width: float) -> Tensor:
+    """Time slice of each point, ``round(lag / time_bin_width)`` clipped to ``[0, time_bins - 1]``
+    (slice 0 holds the keyframe), long like ``lag``."""
+    return torch.floor(lag / time_bin_width + 0.5).long().clamp(0, time_bins - 1)
+
+
+def voxelize(points: Sequence[Tensor], pc_range: Sequence[float], voxel_size: Sequence[float], time_bins: int = 1, time_bin_width: float = 0.15) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Dynamic voxelisation of a batch of point clouds.
 
-    Args: ``points`` B tensors P_i x F (x, y, z first).
+    Args: ``points`` B tensors P_i x F (x, y, z first; the time lag in channel 4 when
+    ``time_bins`` > 1, see :func:`time_slice`).
     Returns ``(pts, batch_idx, voxel_of_point, coords)``: the in-range points P x F (concatenated
     in batch then input order), their sample index P, the index of their voxel P (into ``coords``),
-    and ``coords`` V x 4 long ``(b, iz, iy, ix)`` of the non-empty voxels sorted by flat rank.
+    and ``coords`` V x 4 long ``(b, iz * time_bins + it, iy, ix)`` of the non-empty voxels sorted
+    by flat rank (``(b, iz, iy, ix)`` with one time bin).
     """
     nz, ny, nx = voxel_grid(pc_range, voxel_size)
     device = points[0].device if len(points) else torch.device("cpu")
@@ -50,14 +62,17 @@ def voxelize(points: Sequence[Tensor], pc_range: Sequence[float], voxel_size: Se
     ix, iy, iz = idx.unbind(1)
     ok = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny) & (iz >= 0) & (iz < nz)
     pts, bidx, ix, iy, iz = pts[ok], bidx[ok], ix[ok], iy[ok], iz[ok]
+    if time_bins > 1:
+        iz = iz * time_bins + time_slice(pts[:, 4], time_bins, time_bin_width)
+        nz = nz * time_bins
     rank = ((bidx * nz + iz) * ny + iy) * nx + ix
     uniq, inverse = torch.unique(rank, sorted=True, return_inverse=True)
     coords = torch.stack([uniq // (nz * ny * nx), (uniq // (ny * nx)) % nz, (uniq // nx) % ny, uniq % nx], 1)
     return pts, bidx, inverse, coords
 
 
-def voxelize_reference(points: Sequence[Tensor], pc_range: Sequence[float], voxel_size: Sequence[float]) -> dict[tuple[int, int, int, int], list[int]]:
-    """Plain reference: ``(b, iz, iy, ix) -> [indices of the sample's points in it]``."""
+def voxelize_reference(points: Sequence[Tensor], pc_range: Sequence[float], voxel_size: Sequence[float], time_bins: int = 1, time_bin_width: float = 0.15) -> dict[tuple[int, int, int, int], list[int]]:
+    """Plain reference: ``(b, iz * time_bins + it, iy, ix) -> [indices of the sample's points in it]``."""
     import math
 
     nz, ny, nx = voxel_grid(pc_range, voxel_size)
@@ -66,7 +81,8 @@ def voxelize_reference(points: Sequence[Tensor], pc_range: Sequence[float], voxe
         for i, p in enumerate(pts.tolist()):
             ix, iy, iz = (math.floor((p[k] - pc_range[k]) / voxel_size[k]) for k in range(3))
             if 0 <= ix < nx and 0 <= iy < ny and 0 <= iz < nz:
-                out.setdefault((b, iz, iy, ix), []).append(i)
+                it = min(max(math.floor(p[4] / time_bin_width + 0.5), 0), time_bins - 1) if time_bins > 1 else 0
+                out.setdefault((b, iz * time_bins + it, iy, ix), []).append(i)
     return out
 
 
@@ -78,12 +94,21 @@ def scatter_mean(values: Tensor, index: Tensor, size: int) -> Tensor:
 
 
 class PillarFeatureNet(nn.Module):
-    """Points -> per-voxel features: PointPillars point features, Linear-BN-ReLU, max per voxel."""
+    """Points -> per-voxel features: PointPillars point features, Linear-BN-ReLU, max per voxel.
 
-    def __init__(self, in_channels: int, feat_channels: int, pc_range: Sequence[float], voxel_size: Sequence[float]):
+    With ``input_norm`` the point features are first standardised channel by channel (a
+    BatchNorm without affine parameters). Raw, they span very different scales (intensity
+    0..255, x/y +-51 m, a point's height offset in its pillar ~1 m, the time lag 0..0.45 s), so
+    the Linear layer first sees intensity and absolute position, and the cues that give heading
+    (height profile) and velocity (time lag) are buried until the optimizer has rescaled its
+    weights, far longer than a short schedule.
+    """
+
+    def __init__(self, in_channels: int, feat_channels: int, pc_range: Sequence[float], voxel_size: Sequence[float], input_norm: bool = False):
         super().__init__()
         self.pc_range = tuple(float(v) for v in pc_range)
         self.voxel_size = tuple(float(v) for v in voxel_size)
+        self.input_norm = nn.BatchNorm1d(in_channels + 5, affine=False) if input_norm else None
         self.linear = nn.Linear(in_channels + 5, feat_channels, bias=False)
         self.norm = nn.BatchNorm1d(feat_channels)
         self.out_channels = feat_channels
@@ -93,8 +118,11 @@ class PillarFeatureNet(nn.Module):
         v = coords.shape[0]
         mean = scatter_mean(pts[:, :3], voxel_of_point, v)
         size = pts.new_tensor(self.voxel_size)
-        centre = (coords[:, [3, 2, 1]].to(pts.dtype) + 0.5) * size + pts.new_tensor(self.pc_range[:3])
-        feats = torch.cat([pts, pts[:, :3] - mean[voxel_of_point], pts[:, :2] - centre[voxel_of_point, :2]], 1)
+        # x/y centre of each voxel (coords[:, 1] may fold a time slice into the z index)
+        centre = (coords[:, [3, 2]].to(pts.dtype) + 0.5) * size[:2] + pts.new_tensor(self.pc_range[:2])
+        feats = torch.cat([pts, pts[:, :3] - mean[voxel_of_point], pts[:, :2] - centre[voxel_of_point]], 1)
+        if self.input_norm is not None:
+            feats = self.input_norm(feats)
         x = torch.relu(self.norm(self.linear(feats)))
         out = x.new_full((v, x.shape[1]), float("-inf"))
         out = out.scatter_reduce(0, voxel_of_point[:, None].expand_as(x), x, "amax", include_self=True)
@@ -122,6 +150,11 @@ class PillarLidarEncoder(nn.Module):
         out_channels: LiDAR BEV width; hidden_channels: width of the BEV conv stack (default
             ``out_channels``); downsample: its stride; num_blocks: its stride-1 3x3 convs.
         max_points: per-sample point cap (random subset in training, the first points at test); 0: none.
+        input_norm: standardise the point features before the point feature net (see
+            :class:`PillarFeatureNet`).
+        time_bins, time_bin_width: split the points into this many time-lag slices of this
+            width (s; slice 0 is the keyframe, the last takes every older point), each its own
+            set of channels of the dense grid; 1: all sweeps in one slice.
     """
 
     def __init__(
@@ -135,17 +168,26 @@ class PillarLidarEncoder(nn.Module):
         num_blocks: int = 2,
         max_points: int = 0,
         hidden_channels: int | None = None,
+        input_norm: bool = False,
+        time_bins: int = 1,
+        time_bin_width: float = 0.15,
     ):
         super().__init__()
+        if time_bins < 1 or time_bin_width <= 0:
+            raise ConfigError(f"time_bins {time_bins} / time_bin_width {time_bin_width}: need >= 1 bins of positive width", fix="set model.lidar.time_bins >= 1 and time_bin_width > 0")
+        if time_bins > 1 and in_channels < 5:
+            raise ConfigError(f"time_bins {time_bins} needs the time lag (point channel 4) but in_channels is {in_channels}", fix="set model.lidar.in_channels: 5 or time_bins: 1")
         self.pc_range = tuple(float(v) for v in pc_range)
         self.voxel_size = tuple(float(v) for v in voxel_size)
         self.nz, self.ny, self.nx = voxel_grid(self.pc_range, self.voxel_size)
+        self.time_bins, self.time_bin_width = int(time_bins), float(time_bin_width)
+        self.slices = self.nz * self.time_bins  # z slices x time slices, folded into channels
         if self.nx % downsample or self.ny % downsample:
             raise ConfigError(f"LiDAR grid {self.ny} x {self.nx} is not divisible by downsample {downsample}", fix="adjust model.lidar.voxel_size or downsample")
         self.in_channels = in_channels
         self.max_points = max_points
-        self.pfn = PillarFeatureNet(in_channels, feat_channels, self.pc_range, self.voxel_size)
-        self.backbone = bev_conv_stack(feat_channels * self.nz, hidden_channels or out_channels, out_channels, downsample, num_blocks)
+        self.pfn = PillarFeatureNet(in_channels, feat_channels, self.pc_range, self.voxel_size, input_norm)
+        self.backbone = bev_conv_stack(feat_channels * self.slices, hidden_channels or out_channels, out_channels, downsample, num_blocks)
         self.out_channels = out_channels
         self.bev_shape = (self.ny // downsample, self.nx // downsample)
 
@@ -160,18 +202,18 @@ class PillarLidarEncoder(nn.Module):
 
     def forward(self, points: Sequence[Tensor]) -> Tensor:
         b = len(points)
-        pts, _, vox, coords = voxelize(self._subsample(points), self.pc_range, self.voxel_size)
+        pts, _, vox, coords = voxelize(self._subsample(points), self.pc_range, self.voxel_size, self.time_bins, self.time_bin_width)
         c = self.pfn.out_channels
-        grid = pts.new_zeros(b * self.nz * self.ny * self.nx, c)
+        grid = pts.new_zeros(b * self.slices * self.ny * self.nx, c)
         if pts.shape[0] > 1 or not self.training:
             feats = self.pfn(pts.float(), vox, coords)
-            rank = ((coords[:, 0] * self.nz + coords[:, 1]) * self.ny + coords[:, 2]) * self.nx + coords[:, 3]
+            rank = ((coords[:, 0] * self.slices + coords[:, 1]) * self.ny + coords[:, 2]) * self.nx + coords[:, 3]
             grid = grid.index_copy(0, rank, feats)
         else:
             # no (or one) point in the whole batch: BatchNorm cannot train on it; keep every
             # parameter in the graph so the step (and DDP) still sees zero gradients
             grid = grid + 0.0 * sum(p.sum() for p in self.pfn.parameters())
-        dense = grid.view(b, self.nz, self.ny, self.nx, c).permute(0, 1, 4, 2, 3).reshape(b, self.nz * c, self.ny, self.nx)
+        dense = grid.view(b, self.slices, self.ny, self.nx, c).permute(0, 1, 4, 2, 3).reshape(b, self.slices * c, self.ny, self.nx)
         return self.backbone(dense)
 
 
@@ -182,4 +224,4 @@ def build_sparse_encoder(**kwargs) -> nn.Module:
     return SparseLidarEncoder(**kwargs)
 
 
-__all__ = ["PillarLidarEncoder", "PillarFeatureNet", "voxelize", "voxelize_reference", "voxel_grid", "scatter_mean", "build_sparse_encoder"]
+__all__ = ["PillarLidarEncoder", "PillarFeatureNet", "time_slice", "voxelize", "voxelize_reference", "voxel_grid", "scatter_mean", "build_sparse_encoder"]
