@@ -277,7 +277,7 @@ def write_tables(
         for k, s in enumerate(samples):
             t["sample"].append({"token": s, "timestamp": int(stamps[k]), "scene_token": scene,
                                 "prev": samples[k - 1] if k else "", "next": samples[k + 1] if k + 1 < n else ""})
-            frames = [(ch, stamps[k] - 50_000 * j, False) for j in range(sweeps, 0, -1) for ch in ("LIDAR_TOP",)]
+            frames = [("LIDAR_TOP", stamps[k] - 50_000 * j, False) for j in range(sweeps, 0, -1)]  # 20 Hz sweeps
             frames += [(ch, stamps[k], True) for ch in ("LIDAR_TOP", *CAMERA_CHANNELS)]
             for ch, stamp, key in frames:
                 sd = tok()
