@@ -245,3 +245,21 @@ def test_split_depth_net_keeps_depth_and_context_apart():
     assert vt.depthnet.context[0].weight.grad is None or float(vt.depthnet.context[0].weight.grad.abs().max()) == 0.0
     assert float(vt.depthnet.depth[0].weight.grad.abs().max()) > 0
     assert vt.depthnet.depth[0].in_channels == 4 + 3 + vt.num_bins
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.25])
+def test_depth_grad_scale_scales_what_the_depth_branch_sends_back(scale):
+    torch.manual_seed(0)
+    feats = torch.randn(1, 4, 8, 22)
+    k, c2e = _front_camera()
+    grads = {}
+    for s in (1.0, scale):
+        torch.manual_seed(1)
+        vt = _lss(depth_net="split", depth_grad_scale=s)
+        x = feats.clone().requires_grad_(True)
+        _, depth = vt(x, _batch(k, c2e))
+        (depth * torch.linspace(0, 1, depth.numel()).view_as(depth)).sum().backward()  # a loss on the depth only
+        grads[s] = x.grad
+    torch.testing.assert_close(grads[scale], grads[1.0] * scale)
+    with pytest.raises(ConfigError, match="depth_grad_scale"):
+        _lss(depth_net="conv3x3", depth_grad_scale=0.5)

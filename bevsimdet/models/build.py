@@ -28,7 +28,8 @@ def build_view_transform(cfg: ModelConfig) -> nn.Module:
 
     c = cfg.camera
     return LSSTransform(cfg.image.out_channels, c.out_channels, tuple(c.image_size), c.feature_stride, c.xbound, c.ybound, c.zbound, c.dbound, c.depth_net, c.downsample,
-                         camera_aware=c.camera_aware, ground_prior=c.ground_prior, oracle_depth=c.oracle_depth)
+                         camera_aware=c.camera_aware, ground_prior=c.ground_prior, oracle_depth=c.oracle_depth,
+                         depth_grad_scale=c.depth_grad_scale)
 
 
 def build_lidar_encoder(cfg: ModelConfig) -> nn.Module:

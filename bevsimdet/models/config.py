@@ -44,6 +44,9 @@ class CameraConfig:
     dbound: tuple[float, float, float] = (1.0, 57.0, 2.0)  # depth bins: min, max, step (m)
     # 1x1 as BEVFusion-C; 3x3 adds context; split: separate depth / context branches (BEVDepth)
     depth_net: Literal["conv1x1", "conv3x3", "split"] = "conv1x1"
+    # split only: scale of the gradient the depth branch sends into the shared image features
+    # (0: depth is learned on top of the features without reshaping them)
+    depth_grad_scale: float = 1.0
     # the depth net also sees each cell's ray direction and a ground-plane depth prior (pure
     # camera geometry, no LiDAR; see LSSTransform.depth_geometry)
     camera_aware: bool = False

@@ -51,12 +51,36 @@ def bev_pool_reference(feats: Tensor, ranks: Tensor, num_cells: int) -> Tensor:
     return torch.stack(cells) if cells else feats.new_zeros(0, feats.shape[1])
 
 
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def scale_grad(x: Tensor, scale: float) -> Tensor:
+    """Identity forward; the gradient flowing back through it is multiplied by ``scale``."""
+    if scale == 1.0:
+        return x
+    if scale == 0.0:
+        return x.detach()
+    return _ScaleGrad.apply(x, scale)
+
+
 class SplitDepthNet(nn.Module):
     """(B*N) x C_in x h x w -> (B*N) x (D + C) x h x w from two branches, each a 3x3 ConvBNReLU
-    then a 1x1 conv: depth logits (D) and context (C)."""
+    then a 1x1 conv: depth logits (D) and context (C). ``input_grad_scale`` scales the gradient
+    the depth branch sends back into the shared image features (0: the depth branch learns on top
+    of them without reshaping them; a depth loss then cannot pull the features away from what the
+    detection needs)."""
 
-    def __init__(self, in_channels: int, hidden: int, num_bins: int, out_channels: int):
+    def __init__(self, in_channels: int, hidden: int, num_bins: int, out_channels: int, input_grad_scale: float = 1.0):
         super().__init__()
+        self.input_grad_scale = float(input_grad_scale)
 
         def branch(cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True), nn.Conv2d(hidden, cout, 1))
@@ -65,7 +89,7 @@ class SplitDepthNet(nn.Module):
         self.context = branch(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.depth(x), self.context(x)], 1)
+        return torch.cat([self.depth(scale_grad(x, self.input_grad_scale)), self.context(x)], 1)
 
 
 class LSSTransform(nn.Module):
@@ -97,6 +121,7 @@ class LSSTransform(nn.Module):
         camera_aware: bool = False,
         ground_prior: float = 0.0,
         oracle_depth: bool = False,
+        depth_grad_scale: float = 1.0,
     ):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -115,6 +140,8 @@ class LSSTransform(nn.Module):
         c = out_channels
         self.camera_aware = bool(camera_aware)
         self.oracle_depth = bool(oracle_depth)
+        if depth_grad_scale != 1.0 and depth_net != "split":
+            raise ConfigError("model.camera.depth_grad_scale needs depth_net: split (the other depth nets share one layer)", fix="set depth_net: split or depth_grad_scale: 1.0")
         if ground_prior and not self.camera_aware:
             raise ConfigError("model.camera.ground_prior needs model.camera.camera_aware: true", fix="set camera_aware: true or ground_prior: 0")
         # learned weight of the log ground prior added to the depth logits (None: no prior)
@@ -128,7 +155,7 @@ class LSSTransform(nn.Module):
                 nn.Conv2d(in_channels, self.num_bins + c, 1),
             )
         elif depth_net == "split":
-            self.depthnet = SplitDepthNet(cin, in_channels, self.num_bins, c)
+            self.depthnet = SplitDepthNet(cin, in_channels, self.num_bins, c, depth_grad_scale)
         else:
             raise ConfigError(f"unknown depth net '{depth_net}'", fix="use conv1x1, conv3x3 or split")
         pooled = c * self.nz
