@@ -12,6 +12,8 @@ pytest.importorskip("bevsimdet.models.build")
 from test_infer_cli import cli  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# pictures, not accuracy: the from-scratch tiny backbone instead of the demo's EfficientNet (faster)
+TINY = ["model.image.arch=tiny", "model.image.pretrained=null", "model.image.frozen_stages=-1"]
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +25,15 @@ def checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("viz_ckpt")
     out = {}
     for name in ("demo_student", "demo_fusion"):
-        cfg = load_config(CONFIGS / f"{name}.yaml")
+        cfg = load_config(CONFIGS / f"{name}.yaml", TINY)
         out[name] = save_checkpoint(root / f"{name}.safetensors", model=build_detector(cfg.model), config=config_to_dict(cfg))
     return out
 
 
 def _common(tiny_world, tiny_infos, ckpt, out):
     return [str(CONFIGS / "demo_student.yaml"), "--checkpoint", str(ckpt), "--dataroot", str(tiny_world), "--out", str(out),
-            "--no-progress", "--set", f"data.info_dir={tiny_infos['mini_val'].parent}", "--set", "data.sweeps=1"]
+            "--no-progress", "--set", f"data.info_dir={tiny_infos['mini_val'].parent}", "--set", "data.sweeps=1",
+            *[a for s in TINY for a in ("--set", s)]]
 
 
 def test_one_sample_with_teacher_features(capsys, tmp_path, tiny_world, tiny_infos, checkpoints):
