@@ -198,3 +198,57 @@ def test_criterion_velocity_beta_changes_only_the_velocity_terms():
     weights = [0.0] * 8 + [1.0, 1.0]
     assert not torch.allclose(CenterPointCriterion(assigner, weights)(out, batch)["det_bbox"],
                               CenterPointCriterion(assigner, weights, velocity_beta=1.0)(out, batch)["det_bbox"])
+
+
+def test_velocity_scale_multiplies_only_the_velocity_branch():
+    from bevsimdet.models.heads import CenterHead
+
+    x = torch.randn(2, 8, 6, 6)
+    outs = []
+    for scale in (1.0, 10.0):
+        torch.manual_seed(0)
+        outs.append(CenterHead(8, [("car",), ("pedestrian",)], 8, 8, velocity_scale=scale).eval()(x))
+    for a, b in zip(*outs):
+        assert torch.allclose(b["vel"], 10.0 * a["vel"])
+        assert all(torch.equal(a[k], b[k]) for k in a if k != "vel")
+
+
+def _side_profile(shape: str, bins: int = 20) -> np.ndarray:
+    """bins x bins occupancy of a shape's parts in the (length, height) plane, front at the end."""
+    from bevsimdet.data.sim.shapes import parts_array
+
+    x = (np.arange(bins) + 0.5) / bins - 0.5
+    z = (np.arange(bins) + 0.5) / bins
+    occ = np.zeros((bins, bins), dtype=bool)
+    for x0, x1, _, _, z0, z1, _ in parts_array(shape):
+        occ |= ((x >= x0) & (x < x1))[:, None] & ((z >= z0) & (z < z1))[None, :]
+    return occ
+
+
+@pytest.mark.parametrize("shape", ["car", "car_hatchback", "car_van", "truck", "bus", "trailer", "construction_vehicle", "motorcycle", "bicycle"])
+def test_vehicle_shapes_have_a_front_and_a_back(shape):
+    """Seen from the side, no vehicle looks the same mirrored front to back, by at least a tenth
+    of its side area (half a metre or more of a car's length)."""
+    occ = _side_profile(shape)
+    assert (occ != occ[::-1]).mean() >= 0.1
+
+
+def test_car_body_styles_do_not_move_anything_else():
+    """Body styles are drawn from their own stream: with one style only, the scene has the same
+    actors at the same places, sizes, colours and motions; all three styles occur."""
+    from bevsimdet.data.sim import scene as scene_mod
+
+    full = scene_mod.build_scene(3, 1, 9.5, 300.0)
+    orig = dict(scene_mod.CAR_SHAPES)
+    try:
+        scene_mod.CAR_SHAPES.clear()
+        scene_mod.CAR_SHAPES["car"] = 1.0
+        plain = scene_mod.build_scene(3, 1, 9.5, 300.0)
+    finally:
+        scene_mod.CAR_SHAPES.clear()
+        scene_mod.CAR_SHAPES.update(orig)
+    assert len(full.actors) == len(plain.actors)
+    for a, b in zip(full.actors, plain.actors):
+        assert a.cls == b.cls and np.array_equal(a.xy0, b.xy0) and np.array_equal(a.size, b.size)
+        assert np.array_equal(a.colors, b.colors) and np.array_equal(a.vel, b.vel) and a.yaw == b.yaw
+    assert {a.shape for a in full.actors if a.cls == "car"} == set(orig)

@@ -103,7 +103,7 @@ def build_head(cfg: ModelConfig) -> nn.Module:
 
     h = cfg.head
     cin = sum(cfg.decoder.upsample_channels) if cfg.decoder.type == "second" else cfg.decoder.out_channels
-    return CenterHead(cin, TASKS, h.share_channels, h.head_channels, h.num_head_convs, h.init_bias)
+    return CenterHead(cin, TASKS, h.share_channels, h.head_channels, h.num_head_convs, h.init_bias, h.velocity_scale)
 
 
 def build_detector(cfg: ModelConfig) -> nn.Module:

@@ -108,6 +108,7 @@ class HeadConfig:
     head_channels: int = 32
     num_head_convs: int = 2
     init_bias: float = -2.19
+    velocity_scale: float = 1.0  # the velocity branch predicts in units of this many m/s (see CenterHead)
     gaussian_overlap: float = 0.1
     min_radius: int = 2
     max_objs: int = 500

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bevsimdet.data.classes import CLASSES
-from bevsimdet.data.sim.shapes import GLASS, PAINT, RUBBER, SECOND, SKIN, WHITE, parts_array
+from bevsimdet.data.sim.shapes import CAR_SHAPES, GLASS, PAINT, RUBBER, SECOND, SKIN, WHITE, parts_array
 
 LANE_W = 3.5
 PARK_W = 2.5
@@ -168,8 +168,11 @@ def _attribute(cls: str, speed: float, stopped: bool = False) -> str:
 class _Builder:
     """Accumulates static boxes and actors in road-frame coordinates, with a static-footprint check."""
 
-    def __init__(self, scene_rng: np.random.Generator):
+    def __init__(self, scene_rng: np.random.Generator, shape_rng: np.random.Generator | None = None):
         self.rng = scene_rng
+        # body styles come from their own stream, so the layout (and every other draw) does not
+        # depend on them
+        self.shape_rng = shape_rng if shape_rng is not None else np.random.default_rng(0)
         self.boxes: list[list[float]] = []  # road frame: cx, cy, cz, hl, hw, hh, yaw(rel)
         self.groups = [0]
         self.colors: list[np.ndarray] = []
@@ -211,6 +214,8 @@ class _Builder:
                 size = size * np.array([1.0, 1.0, 0.78 if cls == "motorcycle" else 0.8])
             elif cls == "barrier" and self.rng.random() < 0.4:
                 shape = "barrier_fence"
+            elif cls == "car":
+                shape = _weighted(self.shape_rng, CAR_SHAPES)
         self.actors.append(dict(cls=cls, x=x, y=y, z0=z0, yaw=yaw, speed=speed, size=size, shape=shape,
                                 attribute=_attribute(cls, speed, stopped), colors=_colors(self.rng, cls)))
         return True
@@ -225,7 +230,7 @@ def _weighted(rng: np.random.Generator, table: dict[str, float]) -> str:
 def build_scene(seed: int, scene_index: int, duration: float, map_size: float) -> Scene:
     """Lay out one scene; ``duration`` seconds of ego motion starting at t = 0 (sweeps from t < 0)."""
     rng = np.random.default_rng([seed, scene_index, 0x5CE7E])
-    b = _Builder(rng)
+    b = _Builder(rng, np.random.default_rng([seed, scene_index, 0x5A9E5]))
     lanes = int(rng.choice([1, 2], p=[0.45, 0.55]))
     half_road = lanes * LANE_W + PARK_W
     sidewalk = float(rng.uniform(2.5, 4.5))

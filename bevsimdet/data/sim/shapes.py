@@ -4,6 +4,13 @@ A part is ``(x0, x1, y0, y1, z0, z1, slot)`` in fractions of the object's (lengt
 x along the heading in [-0.5, 0.5], y to the left in [-0.5, 0.5], z up from the bottom in [0, 1].
 The parts of every shape together touch all six faces of the cuboid, so the annotation box stays
 tight. ``slot`` picks the part's material among the instance's :data:`SLOTS`.
+
+Front and back differ in every vehicle shape, by more than a LiDAR pillar (0.8 m in the demo
+models) where the class allows it, so that a detector can read the heading from the shape and not
+only from the motion: cars have a hood of 1.0-1.7 m and a short boot or none (sedan, hatchback /
+SUV, van); trucks a low cab before a tall cargo box; buses a low front windscreen, a windowless
+rear engine bay and a roof-top unit over the rear half; trailers a refrigeration unit and landing
+legs at the front and the axles at the back.
 """
 
 from __future__ import annotations
@@ -26,11 +33,23 @@ def _wheels(x_front: float, x_rear: float, radius: float, half_len: float = 0.09
 
 
 SHAPES: dict[str, list[Part]] = {
-    "car": [
+    "car": [  # sedan: hood 0.36 of the length, boot 0.16
         (-0.5, 0.5, -0.5, 0.5, 0.2, 0.55, PAINT),
-        (-0.30, 0.18, -0.44, 0.44, 0.55, 1.0, GLASS),
-        (-0.24, 0.10, -0.46, 0.46, 0.58, 0.95, PAINT),
+        (-0.34, 0.14, -0.44, 0.44, 0.55, 1.0, GLASS),
+        (-0.28, 0.06, -0.46, 0.46, 0.58, 0.95, PAINT),
         *_wheels(0.31, -0.31, 0.36),
+    ],
+    "car_hatchback": [  # hatchback / SUV: hood 0.38, the cabin runs to the rear
+        (-0.5, 0.5, -0.5, 0.5, 0.2, 0.55, PAINT),
+        (-0.47, 0.12, -0.44, 0.44, 0.55, 1.0, GLASS),
+        (-0.5, 0.04, -0.46, 0.46, 0.58, 0.96, PAINT),
+        *_wheels(0.31, -0.31, 0.36),
+    ],
+    "car_van": [  # van / MPV: short hood (0.22), tall cabin to the rear
+        (-0.5, 0.5, -0.5, 0.5, 0.2, 0.5, PAINT),
+        (-0.46, 0.28, -0.44, 0.44, 0.5, 1.0, GLASS),
+        (-0.5, 0.2, -0.46, 0.46, 0.54, 0.97, PAINT),
+        *_wheels(0.33, -0.31, 0.3),
     ],
     "truck": [
         (0.26, 0.5, -0.5, 0.5, 0.12, 0.78, PAINT),
@@ -40,15 +59,22 @@ SHAPES: dict[str, list[Part]] = {
         *_wheels(0.36, -0.34, 0.17, 0.06),
     ],
     "bus": [
-        (-0.5, 0.5, -0.5, 0.5, 0.1, 0.56, PAINT),
-        (-0.49, 0.49, -0.49, 0.49, 0.56, 0.86, GLASS),
-        (-0.5, 0.5, -0.5, 0.5, 0.86, 1.0, PAINT),
-        *_wheels(0.36, -0.3, 0.14, 0.05),
+        (-0.5, 0.47, -0.5, 0.5, 0.1, 0.56, PAINT),
+        (0.47, 0.5, -0.5, 0.5, 0.1, 0.22, PAINT),  # front bumper below the windscreen
+        (0.47, 0.5, -0.47, 0.47, 0.22, 0.84, GLASS),  # low windscreen
+        (-0.36, 0.47, -0.49, 0.49, 0.56, 0.84, GLASS),  # side windows
+        (-0.5, -0.36, -0.5, 0.5, 0.56, 0.84, PAINT),  # windowless rear engine bay
+        (-0.5, 0.5, -0.5, 0.5, 0.84, 0.88, PAINT),  # roof
+        (-0.44, -0.04, -0.4, 0.4, 0.88, 1.0, SECOND),  # roof-top unit over the rear half
+        *_wheels(0.33, -0.25, 0.14, 0.05),
     ],
     "trailer": [
         (-0.5, 0.40, -0.5, 0.5, 0.3, 1.0, PAINT),
-        (0.40, 0.5, -0.08, 0.08, 0.24, 0.34, RUBBER),
-        (-0.46, -0.22, -0.5, 0.5, 0.0, 0.3, RUBBER),
+        (0.40, 0.5, -0.08, 0.08, 0.24, 0.34, RUBBER),  # kingpin / drawbar
+        (0.40, 0.5, -0.36, 0.36, 0.5, 0.9, SECOND),  # refrigeration unit on the front wall
+        (0.2, 0.25, -0.42, -0.3, 0.0, 0.3, RUBBER),  # landing legs
+        (0.2, 0.25, 0.3, 0.42, 0.0, 0.3, RUBBER),
+        (-0.46, -0.22, -0.5, 0.5, 0.0, 0.3, RUBBER),  # rear axles
     ],
     "construction_vehicle": [
         (-0.5, 0.12, -0.5, 0.5, 0.16, 0.55, PAINT),
@@ -111,6 +137,10 @@ SHAPES: dict[str, list[Part]] = {
         (-0.1, 0.1, -0.5, 0.5, 0.75, 1.0, PAINT),
     ],
 }
+
+
+# Car body styles and how often each is drawn (per instance, from its own random stream).
+CAR_SHAPES = {"car": 0.45, "car_hatchback": 0.35, "car_van": 0.2}
 
 
 def parts_array(shape: str) -> np.ndarray:
