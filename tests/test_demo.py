@@ -32,6 +32,12 @@ def test_demo_quick_end_to_end(tiny_world, tmp_path, monkeypatch, capsys):
         assert set(METRIC_KEYS) <= set(row["metrics"]) and row["params_m"] > 0 and row["latency_ms"] > 0
     assert (out / "results.png").stat().st_size > 1000
     assert "BEVSimDet student" in (out / "results.md").read_text()
+    # camera models report their depth agreement with LiDAR; one picture holds every learning curve
+    assert all("depth_within1" in row["metrics"] for row in result["rows"][1:])
+    assert (out / "curves.png").stat().st_size > 1000 and "curves.png" in (out / "results.md").read_text()
+    # the table reuses each run's own final validation instead of evaluating every model again
+    final = json.loads((out / "camera" / "metrics.json").read_text())
+    assert result["rows"][1]["metrics"]["mAP"] == final["mAP"]
     # A second run reuses every finished stage instead of training again. It runs in-process with
     # the evaluation and latency measurement stubbed: the first run already checked those, and
     # repeating them in a new interpreter cost ~80 s on 2 shared cores.
