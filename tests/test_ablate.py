@@ -65,11 +65,11 @@ def test_ablate_cli_end_to_end(tiny_world, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads((out / "ablation.json").read_text())
-    assert doc["seeds"] == [0, 1] and [row["name"] for row in doc["rows"]] == ["demo_camera", "imd"]
+    assert doc["seeds"] == [0, 1] and [row["name"] for row in doc["rows"]] == ["demo_camera", "depth_only"]
     for row in doc["rows"]:
         assert all(len(row["values"][k]) == 2 for k in METRIC_KEYS)
     # the two seeds really are different runs
-    logs = [(out / "imd" / f"seed{s}" / "log.jsonl").read_text() for s in (0, 1)]
+    logs = [(out / "depth_only" / f"seed{s}" / "log.jsonl").read_text() for s in (0, 1)]
     assert logs[0] != logs[1]
     assert "± " in (out / "ablation.md").read_text()
     # a rerun reuses every finished run and its evaluation

@@ -12,17 +12,20 @@ from bevsimdet.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 ABLATIONS = {
-    # leaf -> (enabled distillation terms, GCM)
+    # leaf -> (enabled distillation terms, GCM); demo_student.yaml adds the LiDAR depth term
     "no_distill": ([], True),
-    "imd": (["imd"], True),
-    "imd_cmd": (["imd", "cmd"], True),
-    "imd_cmd_mmdf": (["imd", "cmd", "mmd_f"], True),
-    "full": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], True),
-    "full_no_gcm": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], False),
+    "depth_only": (["depth"], True),
+    "imd": (["imd", "depth"], True),
+    "imd_cmd": (["imd", "cmd", "depth"], True),
+    "imd_cmd_mmdf": (["imd", "cmd", "mmd_f", "depth"], True),
+    "full": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box", "depth"], True),
+    "full_no_depth": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], True),
+    "full_no_gcm": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box", "depth"], False),
     "full_released": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], True),
-    "imd_no_gcm": (["imd"], False),
+    "imd_no_gcm": (["imd", "depth"], False),
     "no_distill_no_gcm": ([], False),
 }
+DIAGNOSTICS = {"camera_oracle"}  # not student rows: camera models with a diagnostic switch
 needs_base = pytest.mark.skipif(not (CONFIGS / "demo_camera.yaml").is_file(), reason="demo_camera.yaml not in the tree yet")
 
 
@@ -38,9 +41,13 @@ def test_defaults_are_the_released_weights_on_scale_free_normalisers():
 
 
 @needs_base
-def test_student_configs_share_the_paper_equivalent_weights():
+def test_student_configs_weights():
+    """The paper-scale student keeps the paper-equivalent defaults; the demo raises the feature and
+    prediction terms 3-4x (they were 1-3 % of its gradient) and adds the LiDAR depth term."""
     demo, paper = load_config(CONFIGS / "demo_student.yaml"), load_config(CONFIGS / "nuscenes_student.yaml")
-    assert vars(demo.distill.weights) == vars(paper.distill.weights) == vars(load_config(None).distill.weights)
+    assert vars(paper.distill.weights) == vars(load_config(None).distill.weights)
+    assert vars(demo.distill.weights) == dict(imd=4.0, cmd=0.8, mmd_f=3.0, mmd_p_cls=0.1, mmd_p_box=0.03, depth=3.0)
+    assert demo.distill.box_groups.rot == demo.distill.box_groups.vel == 0.0
     assert vars(demo.distill.normalize) == vars(paper.distill.normalize)
     assert demo.distill.grad_log_interval > 0 and paper.distill.grad_log_interval > 0
 
@@ -87,7 +94,12 @@ def test_ablation_configs_load(name):
 
 
 def test_every_ablation_file_is_listed():
-    assert {p.stem for p in (CONFIGS / "ablations").glob("*.yaml")} == set(ABLATIONS)
+    assert {p.stem for p in (CONFIGS / "ablations").glob("*.yaml")} == set(ABLATIONS) | DIAGNOSTICS
+
+
+def test_camera_oracle_is_the_baseline_with_oracle_depth():
+    base, oracle = load_config(CONFIGS / "demo_camera.yaml"), load_config(CONFIGS / "ablations" / "camera_oracle.yaml")
+    assert oracle.model.type == "camera" and oracle.model.camera.oracle_depth and not base.model.camera.oracle_depth
 
 
 def test_distill_cli_rejects_a_non_student_config(tmp_path):

@@ -23,12 +23,13 @@ from bevsimdet.progress import configure as configure_progress
 
 METRIC_KEYS = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
 
-# The paper's ablation rows (Table 4), over the camera-only baseline.
+# The paper's ablation rows (Table 4) over the camera-only baseline, with the depth term on/off and GCM off.
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 DEFAULT_CONFIGS = tuple(
     str(CONFIG_DIR / name)
-    for name in ("demo_camera.yaml", "ablations/no_distill.yaml", "ablations/imd.yaml", "ablations/imd_cmd.yaml",
-                 "ablations/imd_cmd_mmdf.yaml", "ablations/full.yaml")
+    for name in ("demo_camera.yaml", "ablations/no_distill.yaml", "ablations/depth_only.yaml", "ablations/imd.yaml",
+                 "ablations/imd_cmd.yaml", "ablations/imd_cmd_mmdf.yaml", "ablations/full_no_depth.yaml",
+                 "ablations/full_no_gcm.yaml", "ablations/full.yaml")
 )
 
 
