@@ -112,7 +112,7 @@ def _measure(cfg: Any, ckpt: Path, repeats: int = 5) -> tuple[float, float]:
     return params, 1000 * times[len(times) // 2]
 
 
-def _final_metrics(ckpt: Path) -> dict[str, float] | None:
+def final_metrics(ckpt: Path) -> dict[str, float] | None:
     """The metrics of the run's own final validation (``<run>/metrics.json``, written by the
     trainer with the weights of ``ckpt``), so the demo does not evaluate every model twice;
     ``None`` when that file is missing, incomplete or from another step."""
@@ -218,7 +218,7 @@ def run_demo(
         ("baseline (BEVFusion-C)", "camera", camera_cfg, camera_ckpt),
         ("BEVSimDet student", "camera", student_cfg, student_ckpt),
     ):
-        metrics = _final_metrics(ckpt) or evaluate_model(cfg, ckpt, progress=progress)
+        metrics = final_metrics(ckpt) or evaluate_model(cfg, ckpt, progress=progress)
         params, latency = _measure(cfg, ckpt)
         keys = [*METRIC_KEYS, *([DEPTH_KEY] if DEPTH_KEY in metrics and modality == "camera" else [])]
         rows.append(ModelRow(name, modality, {k: float(metrics[k]) for k in keys}, params, latency))
