@@ -66,10 +66,25 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def load_json(path: str | os.PathLike) -> Any:
-    """``json.loads`` of a file's bytes with the garbage collector paused (see :func:`paused_gc`).
+try:  # optional fast parser: results files and nuScenes tables are tens of MB
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a pinned dependency
+    _orjson = None
 
-    Raises what ``open``/``json.loads`` raise (``OSError``, ``ValueError``, ``RecursionError``)."""
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file with the garbage collector paused (see :func:`paused_gc`).
+
+    Uses ``orjson`` (2-3x faster than :mod:`json` on the 50-100 MB results files and tables of a
+    trainval split) and falls back to ``json.loads`` for whatever orjson refuses, so the result and
+    the errors are exactly :mod:`json`'s: ``NaN``/``Infinity`` literals and integers beyond 64 bits
+    parse as before, and invalid files raise what ``open``/``json.loads`` raise (``OSError``,
+    ``ValueError``, ``RecursionError``)."""
     data = Path(path).read_bytes()
     with paused_gc():
+        if _orjson is not None:
+            try:
+                return _orjson.loads(data)
+            except _orjson.JSONDecodeError:
+                pass
         return json.loads(data)

@@ -168,3 +168,34 @@ def test_sample_coverage_and_box_limit(tmp_path):
     too_many = {**res, gt.sample_tokens[0]: [dict(box, sample_token=gt.sample_tokens[0])] * 501}
     with pytest.raises(ResultsError, match="501 boxes, more than 500"):
         load_results(_submission(tmp_path, too_many), sample_tokens=gt.sample_tokens)
+
+
+def test_load_json_fast_path_equals_the_json_module(tmp_path):
+    """orjson (the fast path) gives exactly json.loads's objects; what it refuses (NaN literals,
+    huge integers) still parses through json, and bad files raise json's errors."""
+    import json
+    import math
+
+    import numpy as np
+
+    from bevsimdet import io as bio
+
+    assert bio._orjson is not None  # the pinned dependency is installed, so the fast path is the one in use
+    rng = np.random.default_rng(0)
+    doc = {"meta": {"use_camera": True, "note": "Zürich \u00e9\u4e2d"},
+           "results": {f"tok{i}": [{"translation": rng.normal(0, 50, 3).tolist(), "size": rng.random(3).tolist(),
+                                    "rotation": rng.normal(size=4).tolist(), "velocity": [float(v) for v in rng.normal(size=2)],
+                                    "detection_score": float(rng.random()), "detection_name": "car", "attribute_name": ""}
+                                   for _ in range(5)] for i in range(20)}}
+    path = tmp_path / "r.json"
+    for text in (json.dumps(doc), json.dumps(doc, indent=1), '{"a": 1e-320, "b": 123456789012345678901234567890, "c": NaN}'):
+        path.write_text(text)
+        got, want = bio.load_json(path), json.loads(text)
+        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+    assert math.isnan(bio.load_json(path)["c"])
+    path.write_text('{"a": [1, 2,')
+    with pytest.raises(json.JSONDecodeError):
+        bio.load_json(path)
+    path.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(ValueError):
+        bio.load_json(path)
