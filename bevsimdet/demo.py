@@ -174,7 +174,7 @@ def run_demo(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> list[ModelRow]:
-    from bevsimdet.data.sim import simulate
+    from bevsimdet.data.sim import WorldMismatchError, simulate
     from bevsimdet.distill.run import run_distillation
     from bevsimdet.engine.curves import plot_curves, read_val_rows
     from bevsimdet.engine.evaluate import evaluate_model
@@ -190,9 +190,7 @@ def run_demo(
     try:
         simulate(dataroot, version="v1.0-mini", scenes=plan.scenes, samples_per_scene=plan.samples_per_scene,
                  seed=seed, image_scale=plan.image_scale, progress=progress)
-    except UserError as e:
-        if "other parameters" not in str(e):
-            raise
+    except WorldMismatchError:
         raise UserError(f"{dataroot} holds a synthetic world with other parameters than this demo's (an older demo, or another --seed)",
                         fix=f"pass --dataroot with a new folder, or delete {dataroot}") from None
 

@@ -55,3 +55,14 @@ def test_demo_quick_end_to_end(tiny_world, tmp_path, monkeypatch, capsys):
     except SystemExit as e:  # typer exits 0 after a command
         assert e.code in (0, None)
     assert capsys.readouterr().err.count("reusing") == 3
+
+
+def test_demo_refuses_a_world_of_other_parameters_in_one_line(tiny_world, tmp_path):
+    """The tiny world was simulated with other parameters than the demo's: the demo names the
+    folder and the fix (its own --dataroot, not simulate's --force / --out)."""
+    from bevsimdet.demo import DemoPlan, run_demo
+    from bevsimdet.errors import UserError
+
+    with pytest.raises(UserError, match="other parameters than this demo's") as e:
+        run_demo(tmp_path / "out", tiny_world, plan=DemoPlan.quick(), progress=False, log=lambda _: None)
+    assert str(tiny_world) in str(e.value) and "--dataroot" in str(e.value) and "\n" not in str(e.value)

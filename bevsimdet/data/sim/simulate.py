@@ -109,6 +109,10 @@ def read_manifest(out_dir: str | os.PathLike) -> dict | None:
         return None
 
 
+class WorldMismatchError(UserError):
+    """The output folder holds a simulated world made with other parameters."""
+
+
 def _prepare_target(out: Path, version: str, params: dict, force: bool) -> dict | None:
     """Return the manifest of a reusable world, or clear the target for a new one."""
     manifest = read_manifest(out)
@@ -120,7 +124,7 @@ def _prepare_target(out: Path, version: str, params: dict, force: bool) -> dict 
         raise UserError(f"{out} already holds data that bevsimdet did not simulate",
                         fix="choose another --out, or pass --force to overwrite it")
     if occupied and manifest is not None and manifest.get("params") != params and not force:
-        raise UserError(f"{out} holds a simulated world with other parameters ({manifest.get('params')})",
+        raise WorldMismatchError(f"{out} holds a simulated world with other parameters ({manifest.get('params')})",
                         fix="pass --force to replace it, or choose another --out")
     for d in (*_OWN_DIRS, version):
         if (out / d).exists():
