@@ -112,25 +112,6 @@ def _measure(cfg: Any, ckpt: Path, repeats: int = 5) -> tuple[float, float]:
     return params, 1000 * times[len(times) // 2]
 
 
-def final_metrics(ckpt: Path) -> dict[str, float] | None:
-    """The metrics of the run's own final validation (``<run>/metrics.json``, written by the
-    trainer with the weights of ``ckpt``), so the demo does not evaluate every model twice;
-    ``None`` when that file is missing, incomplete or from another step."""
-    import json
-
-    from bevsimdet.weights import read_checkpoint
-
-    path = ckpt.parent.parent / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    step = read_checkpoint(ckpt)[1].get("step")
-    if not isinstance(metrics, dict) or metrics.get("step") != step or any(k not in metrics for k in METRIC_KEYS):
-        return None
-    return metrics
-
-
 def render_table(rows: list[ModelRow]) -> str:
     head = ["model", "modality (test)", *METRIC_KEYS, "depth within 1 bin", "params (M)", "CPU latency (ms)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -177,7 +158,7 @@ def run_demo(
     from bevsimdet.data.sim import WorldMismatchError, simulate
     from bevsimdet.distill.run import run_distillation
     from bevsimdet.engine.curves import plot_curves, read_val_rows
-    from bevsimdet.engine.evaluate import evaluate_model
+    from bevsimdet.engine.evaluate import final_or_evaluate
     from bevsimdet.engine.train import run_training
     from bevsimdet.io import atomic_write_json, atomic_write_text
 
@@ -216,7 +197,7 @@ def run_demo(
         ("baseline (BEVFusion-C)", "camera", camera_cfg, camera_ckpt),
         ("BEVSimDet student", "camera", student_cfg, student_ckpt),
     ):
-        metrics = final_metrics(ckpt) or evaluate_model(cfg, ckpt, progress=progress)
+        metrics = final_or_evaluate(cfg, ckpt, progress=progress)
         params, latency = _measure(cfg, ckpt)
         keys = [*METRIC_KEYS, *([DEPTH_KEY] if DEPTH_KEY in metrics and modality == "camera" else [])]
         rows.append(ModelRow(name, modality, {k: float(metrics[k]) for k in keys}, params, latency))

@@ -69,9 +69,9 @@ def render_ablation(rows: Sequence[AblationRow]) -> str:
 
 
 def _run_one(cfg: Any, run_dir: Path, teacher: Path | None, progress: bool, log: Callable[[str], None]) -> dict[str, float]:
-    from bevsimdet.demo import final_metrics, train_stage
+    from bevsimdet.demo import train_stage
     from bevsimdet.distill.run import run_distillation
-    from bevsimdet.engine.evaluate import evaluate_model
+    from bevsimdet.engine.evaluate import final_or_evaluate
     from bevsimdet.engine.train import run_training
     from bevsimdet.io import atomic_write_json
 
@@ -82,7 +82,7 @@ def _run_one(cfg: Any, run_dir: Path, teacher: Path | None, progress: bool, log:
     cached = run_dir / "eval.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    metrics = final_metrics(ckpt) or evaluate_model(cfg, ckpt, progress=progress)  # the run's own last validation
+    metrics = final_or_evaluate(cfg, ckpt, progress=progress)
     summary = {k: float(metrics[k]) for k in METRIC_KEYS}
     atomic_write_json(cached, summary, indent=2)
     return summary

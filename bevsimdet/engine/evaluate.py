@@ -174,6 +174,25 @@ def evaluate_model(cfg: Any, checkpoint: str | Path, split: str | None = None, *
     return evaluator.last if dist.is_main() else summary
 
 
+def final_or_evaluate(cfg: Any, checkpoint: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """The metrics of the run's own last validation when they belong to ``checkpoint``
+    (``<run>/metrics.json``, written by the trainer at the checkpoint's step, for a checkpoint in
+    ``<run>/checkpoints/``), else :func:`evaluate_model` on the validation split; saves evaluating a
+    finished run twice."""
+    from bevsimdet.io import load_json
+    from bevsimdet.weights import read_checkpoint
+
+    checkpoint = Path(checkpoint)
+    try:
+        metrics = load_json(checkpoint.parent.parent / "metrics.json")
+    except (OSError, ValueError):
+        metrics = None
+    if (isinstance(metrics, dict) and metrics.get("step") == read_checkpoint(checkpoint)[1].get("step")
+            and all(k in metrics for k in ("mAP", "NDS", *TP_SUMMARY))):
+        return metrics
+    return evaluate_model(cfg, checkpoint, progress=progress)
+
+
 def infer_results(cfg: Any, checkpoint: str | Path, split: str | None = None, *, progress: bool = True) -> dict[str, list[dict]]:
     """nuScenes results (sample token -> boxes in global coordinates) of ``checkpoint`` on
     ``split`` (default ``cfg.data.val_split``), gathered from all ranks; needs no annotations."""
