@@ -168,11 +168,11 @@ def _attribute(cls: str, speed: float, stopped: bool = False) -> str:
 class _Builder:
     """Accumulates static boxes and actors in road-frame coordinates, with a static-footprint check."""
 
-    def __init__(self, scene_rng: np.random.Generator, shape_rng: np.random.Generator | None = None):
+    def __init__(self, scene_rng: np.random.Generator, shape_rng: np.random.Generator):
         self.rng = scene_rng
         # body styles come from their own stream, so the layout (and every other draw) does not
         # depend on them
-        self.shape_rng = shape_rng if shape_rng is not None else np.random.default_rng(0)
+        self.shape_rng = shape_rng
         self.boxes: list[list[float]] = []  # road frame: cx, cy, cz, hl, hw, hh, yaw(rel)
         self.groups = [0]
         self.colors: list[np.ndarray] = []
