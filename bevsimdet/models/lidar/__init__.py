@@ -208,7 +208,7 @@ class PillarLidarEncoder(nn.Module):
         if pts.shape[0] > 1 or not self.training:
             feats = self.pfn(pts.float(), vox, coords)
             rank = ((coords[:, 0] * self.slices + coords[:, 1]) * self.ny + coords[:, 2]) * self.nx + coords[:, 3]
-            grid = grid.index_copy(0, rank, feats)
+            grid = grid.to(feats.dtype).index_copy(0, rank, feats)  # feats are bf16/fp16 under autocast
         else:
             # no (or one) point in the whole batch: BatchNorm cannot train on it; keep every
             # parameter in the graph so the step (and DDP) still sees zero gradients
