@@ -90,7 +90,7 @@ class Teacher(nn.Module):
 
     def forward(self, batch):
         cam, _ = self.vt(self.enc(batch.images), batch)
-        occ = torch.stack([torch.full(BEV, float(p.shape[0])) for p in batch.points])[:, None]
+        occ = torch.stack([torch.full(BEV, float(p.shape[0]), device=p.device) for p in batch.points])[:, None]
         lidar = self.lidar(occ)
         fused = self.bn(self.fuser([cam, lidar]))
         return DetectorOutput(self.head(fused), {"camera_bev": cam, "lidar_bev": lidar, "fused_bev": fused, "decoder_bev": fused})
@@ -243,4 +243,4 @@ def test_teacher_runs_in_bf16_on_cuda():
     teacher = Teacher().cuda()
     obj = DistillationObjective(teacher, Supervised(), DistillationCriterion(["imd"], bev_range=RANGE), {}, teacher_amp=torch.bfloat16)
     out = obj.teacher_output(random_batch().to("cuda"))
-    assert out.feats["camera_bev"].dtype == torch.bfloat16
+    assert out.feats["lidar_bev"].dtype == torch.bfloat16  # a conv output (camera_bev comes from an fp32 interpolate)
