@@ -33,10 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = ("configs/demo_fusion.yaml", "configs/demo_camera.yaml", "configs/demo_student.yaml")
 
 
-def time_config(path: Path, dataroot: str, overrides: list[str], steps: int, warmup: int, teacher_config: Path) -> dict:
+def time_config(path: Path, dataroot: str, overrides: list[str], steps: int, warmup: int, teacher_config: Path,
+                device: str = "cpu") -> dict:
     cfg = load_config(path, [f"data.dataroot={dataroot}", *overrides])
     torch.manual_seed(0)
-    model = build_detector(cfg.model).train()
+    model = build_detector(cfg.model).train().to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)  # kernels run asynchronously
     with tempfile.TemporaryDirectory() as tmp:
         if cfg.model.type == "student":
             from bevsimdet.distill.run import distillation_objective_factory
@@ -49,16 +51,22 @@ def time_config(path: Path, dataroot: str, overrides: list[str], steps: int, war
     optimizer = build_optimizer(cfg.train, model)
     loader = build_dataloader(build_dataset(cfg.data, cfg.data.train_split, train=True), cfg.train.batch_size,
                               shuffle=True, seed=0, num_workers=cfg.train.num_workers)
-    it = iter(loader)
+    def forever():  # a small world has fewer batches than warm-up + timed steps
+        while True:
+            yield from loader
+
+    it = forever()
     compute, total = [], []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
-        batch = next(it)
+        batch = next(it).to(device)
+        sync()
         t1 = time.perf_counter()
         loss = run_objective(objective, model, batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        sync()
         t2 = time.perf_counter()
         compute.append(t2 - t1)
         total.append(t2 - t0)
@@ -95,11 +103,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (data is still loaded on the CPU, in the main process)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(f"| config | overrides | threads | s/step (compute) | s/step (with data loading) |\n|---|---|---|---|---|")
     for c in args.config or [str(REPO / c) for c in DEFAULT_CONFIGS]:
-        r = time_config(Path(c), args.dataroot, args.set, args.steps, args.warmup, Path(args.teacher_config))
+        r = time_config(Path(c), args.dataroot, args.set, args.steps, args.warmup, Path(args.teacher_config), args.device)
         print(f"| {r['config']} | {' '.join(args.set) or '-'} | {args.threads} | {r['compute_s']:.3f} | {r['with_data_s']:.3f} |", flush=True)
 
 
