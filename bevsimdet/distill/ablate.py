@@ -19,9 +19,9 @@ import typer
 
 from bevsimdet.cli_options import dataroot_option, progress_option, set_option
 from bevsimdet.errors import UserError
+from bevsimdet.eval.metrics import SUMMARY_KEYS as METRIC_KEYS
 from bevsimdet.progress import configure as configure_progress
 
-METRIC_KEYS = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE")
 
 # The paper's ablation rows (Table 4) over the camera-only baseline, with the depth term on/off and GCM off.
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"

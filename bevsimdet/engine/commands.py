@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
         """Run a checkpoint over a split and report nuScenes mAP / NDS."""
         progress = configure_progress(progress)
         from bevsimdet.engine import dist
-        from bevsimdet.engine.evaluate import TP_SUMMARY, evaluate_model
+        from bevsimdet.engine.evaluate import evaluate_model
+        from bevsimdet.eval.metrics import SUMMARY_KEYS
         from bevsimdet.io import atomic_write_json
 
         cfg = _load(config, set_, dataroot)
@@ -88,7 +89,7 @@ def register(app: typer.Typer) -> None:
             dist.destroy_distributed()
         if not main:
             return
-        for key in ("mAP", "NDS", *TP_SUMMARY):
+        for key in SUMMARY_KEYS:
             typer.echo(f"{key:5s} {metrics[key]:.4f}")
         if out is not None:
             atomic_write_json(out, metrics, indent=2)

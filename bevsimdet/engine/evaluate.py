@@ -16,9 +16,8 @@ import torch
 from torch import nn
 
 from bevsimdet.engine import dist
+from bevsimdet.eval.metrics import SUMMARY_KEYS, TP_SUMMARY
 
-# summary name -> key of DetectionMetrics.to_dict()["tp_errors"]
-TP_SUMMARY = {"mATE": "trans_err", "mASE": "scale_err", "mAOE": "orient_err", "mAVE": "vel_err", "mAAE": "attr_err"}
 
 PostProcess = Callable[[Any, Any], Sequence[Any]]
 
@@ -188,7 +187,7 @@ def final_or_evaluate(cfg: Any, checkpoint: str | Path, *, progress: bool = True
     except (OSError, ValueError):
         metrics = None
     if (isinstance(metrics, dict) and metrics.get("step") == read_checkpoint(checkpoint)[1].get("step")
-            and all(k in metrics for k in ("mAP", "NDS", *TP_SUMMARY))):
+            and all(k in metrics for k in SUMMARY_KEYS)):
         return metrics
     return evaluate_model(cfg, checkpoint, progress=progress)
 

@@ -21,6 +21,9 @@ from bevsimdet.eval.gt import CVPR_2019_CLASS_RANGE, GroundTruth, filter_boxes
 from bevsimdet.eval.match import candidate_pairs, greedy_match
 
 TP_METRICS: tuple[str, ...] = ("trans_err", "scale_err", "orient_err", "vel_err", "attr_err")
+# the flat summary names of the TP errors (what run logs, metrics.json and result tables use)
+TP_SUMMARY: dict[str, str] = {"mATE": "trans_err", "mASE": "scale_err", "mAOE": "orient_err", "mAVE": "vel_err", "mAAE": "attr_err"}
+SUMMARY_KEYS: tuple[str, ...] = ("mAP", "NDS", *TP_SUMMARY)
 # TP errors that are undefined for a class (the devkit reports NaN and nanmean skips them).
 SKIPPED_TP = {"traffic_cone": ("attr_err", "vel_err", "orient_err"), "barrier": ("attr_err", "vel_err")}
 NUM_RECALL = 101
