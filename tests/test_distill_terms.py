@@ -193,6 +193,21 @@ def test_teacher_on_another_grid_is_a_one_line_config_error():
         check_same_grid(student.model, moved.model)  # same shape, shifted range
 
 
+def test_teacher_trained_on_other_sweeps_is_a_one_line_config_error():
+    from bevsimdet.config import load_config
+    from bevsimdet.distill.run import check_same_lidar_input
+
+    student = load_config(CONFIGS / "demo_student.yaml")
+    check_same_lidar_input(student.data, load_config(CONFIGS / "demo_fusion.yaml").data)  # same input: fine
+    motion = load_config(CONFIGS / "demo_fusion_motion.yaml")
+    with pytest.raises(ConfigError) as e:
+        check_same_lidar_input(student.data, motion.data, student.name, motion.name)
+    msg = str(e.value)
+    assert "\n" not in msg and "sweep_stride=1" in msg and "sweep_stride=3" in msg and "demo_fusion_motion" in msg
+    matched = load_config(CONFIGS / "demo_student.yaml", ["data.sweep_stride=3"])
+    check_same_lidar_input(matched.data, motion.data)
+
+
 # ---------------------------------------------------------------------------- gradient shares
 
 

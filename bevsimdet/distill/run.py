@@ -46,6 +46,22 @@ def check_same_grid(student_model: Any, teacher_model: Any, student_name: str = 
         )
 
 
+LIDAR_INPUT_KEYS = ("sweeps", "sweep_stride", "load_dim")
+
+
+def check_same_lidar_input(student_data: Any, teacher_data: Any, student_name: str = "student", teacher_name: str = "teacher") -> None:
+    """One-line ConfigError unless the student's data config loads the LiDAR input the teacher was
+    trained on: the student never reads the points, but its batches feed the teacher, and a teacher
+    trained on sweeps 3 apart (time slices) silently degrades on consecutive sweeps."""
+    differ = [k for k in LIDAR_INPUT_KEYS if getattr(student_data, k) != getattr(teacher_data, k)]
+    if differ:
+        raise ConfigError(
+            f"the student '{student_name}' loads LiDAR with " + ", ".join(f"{k}={getattr(student_data, k)}" for k in differ)
+            + f" but the teacher '{teacher_name}' was trained with " + ", ".join(f"{k}={getattr(teacher_data, k)}" for k in differ),
+            fix="set the same data." + " / data.".join(differ) + " in the student config (its batches feed the teacher)",
+        )
+
+
 def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module | None, teacher_cfg: Any | None = None):
     """The :class:`DistillationObjective` of ``cfg`` for a built student ``model`` (its criterion on
     the model's device). With the teacher's config, first checks that the two share a BEV grid."""
@@ -56,6 +72,7 @@ def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module 
 
     if teacher_cfg is not None:
         check_same_grid(cfg.model, teacher_cfg.model, cfg.name, teacher_cfg.name)
+        check_same_lidar_input(cfg.data, teacher_cfg.data, cfg.name, teacher_cfg.name)
     dc = cfg.distill
     weights = dict(vars(dc.weights))
     enabled = enabled_terms(weights)
@@ -108,6 +125,7 @@ def distillation_objective_factory(teacher_cfg: Any | None, teacher_checkpoint: 
             device = next(model.parameters()).device
             tcfg = teacher_cfg if teacher_cfg is not None else teacher_config_from(teacher_checkpoint, cfg.distill.teacher_config)
             check_same_grid(cfg.model, tcfg.model, cfg.name, tcfg.name)  # before loading its weights
+            check_same_lidar_input(cfg.data, tcfg.data, cfg.name, tcfg.name)
             teacher = load_frozen_teacher(tcfg, teacher_checkpoint, device)
         return build_distillation_objective(cfg, model, teacher)
 
@@ -148,4 +166,4 @@ def run_distillation(
     return run_training(cfg, work_dir, resume=resume, objective_factory=factory, progress=progress)
 
 
-__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "teacher_terms", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
+__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "teacher_terms", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
