@@ -62,17 +62,23 @@ def check_same_lidar_input(student_data: Any, teacher_data: Any, student_name: s
         )
 
 
+def check_teacher_fits(cfg: Any, teacher_cfg: Any) -> None:
+    """Both checks a teacher config must pass against the student's: same BEV grid, same LiDAR input."""
+    check_same_grid(cfg.model, teacher_cfg.model, cfg.name, teacher_cfg.name)
+    check_same_lidar_input(cfg.data, teacher_cfg.data, cfg.name, teacher_cfg.name)
+
+
 def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module | None, teacher_cfg: Any | None = None):
     """The :class:`DistillationObjective` of ``cfg`` for a built student ``model`` (its criterion on
-    the model's device). With the teacher's config, first checks that the two share a BEV grid."""
+    the model's device). With the teacher's config, first checks that the two share a BEV grid and
+    LiDAR input (:func:`check_teacher_fits`)."""
     from bevsimdet.distill.criterion import DistillationCriterion, enabled_terms, head_targets_fn
     from bevsimdet.distill.losses import grouped_code_weights
     from bevsimdet.distill.objective import DistillationObjective
     from bevsimdet.models.build import bev_range, build_criterion, depth_bound
 
     if teacher_cfg is not None:
-        check_same_grid(cfg.model, teacher_cfg.model, cfg.name, teacher_cfg.name)
-        check_same_lidar_input(cfg.data, teacher_cfg.data, cfg.name, teacher_cfg.name)
+        check_teacher_fits(cfg, teacher_cfg)
     dc = cfg.distill
     weights = dict(vars(dc.weights))
     enabled = enabled_terms(weights)
@@ -124,8 +130,7 @@ def distillation_objective_factory(teacher_cfg: Any | None, teacher_checkpoint: 
         if teacher_terms(cfg):
             device = next(model.parameters()).device
             tcfg = teacher_cfg if teacher_cfg is not None else teacher_config_from(teacher_checkpoint, cfg.distill.teacher_config)
-            check_same_grid(cfg.model, tcfg.model, cfg.name, tcfg.name)  # before loading its weights
-            check_same_lidar_input(cfg.data, tcfg.data, cfg.name, tcfg.name)
+            check_teacher_fits(cfg, tcfg)  # before loading its weights
             teacher = load_frozen_teacher(tcfg, teacher_checkpoint, device)
         return build_distillation_objective(cfg, model, teacher)
 
@@ -166,4 +171,4 @@ def run_distillation(
     return run_training(cfg, work_dir, resume=resume, objective_factory=factory, progress=progress)
 
 
-__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "teacher_terms", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
+__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
