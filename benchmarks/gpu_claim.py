@@ -32,8 +32,10 @@ import tarfile
 import time
 from pathlib import Path
 
+from bevsimdet.eval.metrics import SUMMARY_KEYS
+
 REPO = Path(__file__).resolve().parents[1]
-KEYS = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE", "depth_within1", "depth_within1_obj")
+KEYS = (*SUMMARY_KEYS, "depth_within1", "depth_within1_obj")
 
 
 def log(msg: str) -> None:
