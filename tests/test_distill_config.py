@@ -11,19 +11,23 @@ from bevsimdet.distill.criterion import enabled_terms
 from bevsimdet.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+INIT = ["fuser", "decoder", "head"]  # demo_student.yaml: these start from the teacher
 ABLATIONS = {
-    # leaf -> (enabled distillation terms, GCM); demo_student.yaml adds the LiDAR depth term
-    "no_distill": ([], True),
-    "depth_only": (["depth"], True),
-    "imd": (["imd", "depth"], True),
-    "imd_cmd": (["imd", "cmd", "depth"], True),
-    "imd_cmd_mmdf": (["imd", "cmd", "mmd_f", "depth"], True),
-    "full": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box", "depth"], True),
-    "full_no_depth": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], True),
-    "full_no_gcm": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box", "depth"], False),
-    "full_released": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], True),
-    "imd_no_gcm": (["imd", "depth"], False),
-    "no_distill_no_gcm": ([], False),
+    # leaf -> (enabled distillation terms, GCM, parts initialised from the teacher);
+    # demo_student.yaml adds the LiDAR depth term
+    "no_distill": ([], True, []),
+    "depth_only": (["depth"], True, []),
+    "init_only": ([], True, INIT),
+    "imd": (["imd", "depth"], True, INIT),
+    "imd_cmd": (["imd", "cmd", "depth"], True, INIT),
+    "imd_cmd_mmdf": (["imd", "cmd", "mmd_f", "depth"], True, INIT),
+    "full": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box", "depth"], True, INIT),
+    "full_no_init": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box", "depth"], True, []),
+    "full_no_depth": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], True, INIT),
+    "full_no_gcm": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box", "depth"], False, INIT),
+    "full_released": (["imd", "cmd", "mmd_f", "mmd_p_cls", "mmd_p_box"], True, []),
+    "imd_no_gcm": (["imd", "depth"], False, INIT),
+    "no_distill_no_gcm": ([], False, []),
 }
 DIAGNOSTICS = {"camera_oracle"}  # not student rows: camera models with a diagnostic switch
 needs_base = pytest.mark.skipif(not (CONFIGS / "demo_camera.yaml").is_file(), reason="demo_camera.yaml not in the tree yet")
@@ -50,6 +54,7 @@ def test_student_configs_weights():
     assert demo.distill.box_groups.rot == demo.distill.box_groups.vel == 0.0
     assert vars(demo.distill.normalize) == vars(paper.distill.normalize)
     assert demo.distill.grad_log_interval > 0 and paper.distill.grad_log_interval > 0
+    assert demo.distill.init_from_teacher == INIT and paper.distill.init_from_teacher == []
 
 
 @needs_base
@@ -87,10 +92,11 @@ def test_unknown_term_is_a_config_error(tmp_path):
 @pytest.mark.parametrize("name", sorted(ABLATIONS))
 def test_ablation_configs_load(name):
     cfg = load_config(CONFIGS / "ablations" / f"{name}.yaml")
-    terms, gcm = ABLATIONS[name]
+    terms, gcm, init = ABLATIONS[name]
     assert cfg.model.type == "student" and cfg.name == name
     assert enabled_terms(vars(cfg.distill.weights)) == terms
     assert cfg.model.student.gcm is gcm
+    assert cfg.distill.init_from_teacher == init
 
 
 def test_every_ablation_file_is_listed():

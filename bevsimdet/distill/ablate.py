@@ -29,7 +29,8 @@ DEFAULT_CONFIGS = tuple(
     str(CONFIG_DIR / name)
     for name in ("demo_camera.yaml", "ablations/no_distill.yaml", "ablations/depth_only.yaml", "ablations/imd.yaml",
                  "ablations/imd_cmd.yaml", "ablations/imd_cmd_mmdf.yaml", "ablations/full_no_depth.yaml",
-                 "ablations/full_no_gcm.yaml", "ablations/full.yaml")
+                 "ablations/full_no_gcm.yaml", "ablations/full_no_init.yaml", "ablations/init_only.yaml",
+                 "ablations/full.yaml")
 )
 
 
@@ -100,7 +101,7 @@ def run_ablation(
 ) -> list[AblationRow]:
     """Train and evaluate every config for every seed; write ``ablation.md`` / ``ablation.json``."""
     from bevsimdet.config import load_config
-    from bevsimdet.distill.run import teacher_terms
+    from bevsimdet.distill.run import needs_teacher
     from bevsimdet.io import atomic_write_json, atomic_write_text
 
     if not seeds:
@@ -110,7 +111,7 @@ def run_ablation(
         if not Path(path).is_file():
             raise UserError(f"ablation config not found: {path}", fix="pass paths such as configs/ablations/full.yaml")
         cfg = load_config(path, list(overrides))
-        if cfg.model.type == "student" and teacher_terms(cfg) and (teacher is None or not Path(teacher).is_file()):
+        if cfg.model.type == "student" and needs_teacher(cfg) and (teacher is None or not Path(teacher).is_file()):
             raise UserError(f"{path} distils from a teacher, but --teacher {teacher} is not a file",
                             fix="train the fusion teacher first (bevsimdet train configs/demo_fusion.yaml ...)")
         cfgs.append((path, cfg.name))

@@ -88,6 +88,11 @@ class DistillConfig:
     # every this many steps, log each weighted term's gradient norm on the student and its share
     # (a 'distill' row in log.jsonl; costs one extra backward per term at those steps; 0: off)
     grad_log_interval: int = 0
+    # student parts that start from the frozen teacher's weights (training time only, like every
+    # term here): ``fuser``, ``decoder``, ``head`` (the student then has to produce teacher-like
+    # fused BEV features, which MMD-F asks for anyway), ``image_encoder``, ``camera_vt`` /
+    # ``sim_lidar_vt`` (both from the teacher's camera LSS). Shapes must match (a one-line error).
+    init_from_teacher: list[str] = field(default_factory=list)
     # teacher: its model config is read from the checkpoint; a YAML path here overrides it
     teacher_config: str | None = None
     teacher_amp: Literal["none", "float16", "bfloat16"] = "none"  # teacher autocast (CUDA only)

@@ -108,6 +108,46 @@ def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module 
     )
 
 
+# student part -> the teacher detector's module it can start from
+TEACHER_PARTS = {
+    "image_encoder": "image_encoder",
+    "camera_vt": "view_transform",
+    "sim_lidar_vt": "view_transform",
+    "fuser": "fuser",
+    "decoder": "decoder",
+    "head": "head",
+}
+
+
+def init_from_teacher(student: nn.Module, teacher: nn.Module, parts: list[str]) -> int:
+    """Copy the frozen teacher's weights (and BatchNorm statistics) into the student's ``parts``
+    (names of :data:`TEACHER_PARTS`); returns the number of tensors copied. A part whose keys or
+    shapes differ from the teacher's raises a one-line ``ConfigError`` naming the first mismatch."""
+    detector = getattr(teacher, "detector", teacher)
+    copied = 0
+    for part in parts:
+        if part not in TEACHER_PARTS:
+            raise ConfigError(f"distill.init_from_teacher: unknown part '{part}'", fix="choose from " + ", ".join(TEACHER_PARTS))
+        source = getattr(detector, TEACHER_PARTS[part], None)
+        target = getattr(student, part, None)
+        if source is None or target is None:
+            raise ConfigError(
+                f"distill.init_from_teacher: the {'teacher has no ' + TEACHER_PARTS[part] if source is None else 'student has no ' + part}",
+                fix=f"drop '{part}' from distill.init_from_teacher",
+            )
+        src, dst = source.state_dict(), target.state_dict()
+        for key in sorted(set(src) | set(dst)):
+            if key not in src or key not in dst or src[key].shape != dst[key].shape:
+                have = lambda sd: tuple(sd[key].shape) if key in sd else "missing"  # noqa: E731
+                raise ConfigError(
+                    f"distill.init_from_teacher: student {part}.{key} {have(dst)} does not match the teacher's {TEACHER_PARTS[part]}.{key} {have(src)}",
+                    fix=f"give the student's {part} the teacher's architecture, or drop '{part}' from distill.init_from_teacher",
+                )
+        target.load_state_dict({k: v.detach().clone() for k, v in src.items()})
+        copied += len(src)
+    return copied
+
+
 def load_frozen_teacher(teacher_cfg: Any, checkpoint: str | Path, device: torch.device) -> nn.Module:
     from bevsimdet.distill.objective import freeze
     from bevsimdet.models.teacher import load_teacher
@@ -122,16 +162,23 @@ def teacher_terms(cfg: Any) -> list[str]:
     return [t for t in enabled_terms(vars(cfg.distill.weights)) if t != "depth"]
 
 
+def needs_teacher(cfg: Any) -> list[str]:
+    """What in ``cfg`` needs the teacher: its enabled teacher terms and ``init_from_teacher``."""
+    return teacher_terms(cfg) + (["init_from_teacher"] if cfg.distill.init_from_teacher else [])
+
+
 def distillation_objective_factory(teacher_cfg: Any | None, teacher_checkpoint: str | Path | None):
     """``objective_factory`` for :func:`run_training`; loads the teacher only if a term needs it."""
 
     def make(cfg: Any, model: nn.Module):
         teacher = None
-        if teacher_terms(cfg):
+        if needs_teacher(cfg):
             device = next(model.parameters()).device
             tcfg = teacher_cfg if teacher_cfg is not None else teacher_config_from(teacher_checkpoint, cfg.distill.teacher_config)
             check_teacher_fits(cfg, tcfg)  # before loading its weights
             teacher = load_frozen_teacher(tcfg, teacher_checkpoint, device)
+            # before the trainer copies the model into its EMA; --resume then overwrites it all
+            init_from_teacher(model, teacher, cfg.distill.init_from_teacher)
         return build_distillation_objective(cfg, model, teacher)
 
     return make
@@ -145,9 +192,9 @@ def check_inputs(cfg: Any, teacher_checkpoint: str | Path | None) -> None:
             f"distillation trains a BEVSimDet student, but model.type is '{cfg.model.type}'",
             fix="use a student config such as configs/demo_student.yaml",
         )
-    needs = teacher_terms(cfg)
+    needs = needs_teacher(cfg)
     if needs and teacher_checkpoint is None:
-        raise ConfigError(f"distillation terms {needs} need a teacher", fix="pass --teacher CHECKPOINT (or set their weights to 0)")
+        raise ConfigError(f"distillation settings {needs} need a teacher", fix="pass --teacher CHECKPOINT (or set their weights to 0 and distill.init_from_teacher to [])")
     if needs and not Path(teacher_checkpoint).is_file():
         raise UserError(f"teacher checkpoint not found: {teacher_checkpoint}", fix="train the fusion teacher first (bevsimdet train configs/demo_fusion.yaml ...)")
 
@@ -171,4 +218,4 @@ def run_distillation(
     return run_training(cfg, work_dir, resume=resume, objective_factory=factory, progress=progress)
 
 
-__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
+__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "TEACHER_PARTS", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
