@@ -2,7 +2,7 @@
 GPU, inside a fixed wall-clock budget (a lent GPU machine gives minutes, not hours).
 
     python benchmarks/gpu_claim.py --teacher TEACHER.safetensors --out OUT [--budget-s 520]
-        [--seeds 5 6 7] [--world-seed 5] [--target-steps 1500] [--batch 8] [--teacher-run]
+        [--seeds 5 6 7] [--world-seed DEMO_SEED] [--target-steps 1500] [--batch 8] [--teacher-run]
 
 1. writes the demo world (``bevsimdet simulate``, the demo's sizes and seed) and its info files;
 2. starts every run at once (``demo_camera`` and ``demo_student`` per seed, and with
@@ -154,7 +154,9 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/gpu_claim"))
     p.add_argument("--budget-s", type=float, default=520.0, help="wall clock for everything, this script's start to end")
     p.add_argument("--seeds", type=int, nargs="+", default=[5, 6, 7])
-    p.add_argument("--world-seed", type=int, default=5)
+    from bevsimdet.demo import DEMO_SEED
+
+    p.add_argument("--world-seed", type=int, default=DEMO_SEED, help="the world of the --teacher (default: the demo's)")
     p.add_argument("--samples-per-scene", type=int, default=40)
     p.add_argument("--target-steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=8)
