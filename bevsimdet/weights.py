@@ -91,12 +91,19 @@ def names(keys: list[str], limit: int = 4) -> str:
     return shown + (f", ... (+{len(keys) - limit})" if len(keys) > limit else "")
 
 
-def check_state_compatible(state: Mapping[str, Tensor], model: nn.Module, path: object) -> None:
-    """Raise a one-line CheckpointError naming missing / unexpected / mis-shaped keys."""
-    own = unwrap(model).state_dict()
+def state_mismatches(state: Mapping[str, Tensor], own: Mapping[str, Tensor]) -> tuple[list[str], list[str], list[str]]:
+    """Sorted keys of ``own`` missing from ``state``, keys of ``state`` not in ``own``, and shared
+    keys whose shapes differ."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    return missing, unexpected, shapes
+
+
+def check_state_compatible(state: Mapping[str, Tensor], model: nn.Module, path: object) -> None:
+    """Raise a one-line CheckpointError naming missing / unexpected / mis-shaped keys."""
+    own = unwrap(model).state_dict()
+    missing, unexpected, shapes = state_mismatches(state, own)
     if not (missing or unexpected or shapes):
         return
     parts = []
@@ -138,6 +145,7 @@ __all__ = [
     "FORMAT_VERSION",
     "META_KEY",
     "check_state_compatible",
+    "state_mismatches",
     "load_weights",
     "model_weights",
     "read_checkpoint",

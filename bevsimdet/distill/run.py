@@ -123,6 +123,8 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, parts: list[str]) 
     """Copy the frozen teacher's weights (and BatchNorm statistics) into the student's ``parts``
     (names of :data:`TEACHER_PARTS`); returns the number of tensors copied. A part whose keys or
     shapes differ from the teacher's raises a one-line ``ConfigError`` naming the first mismatch."""
+    from bevsimdet.weights import state_mismatches
+
     detector = getattr(teacher, "detector", teacher)
     copied = 0
     for part in parts:
@@ -136,14 +138,15 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, parts: list[str]) 
                 fix=f"drop '{part}' from distill.init_from_teacher",
             )
         src, dst = source.state_dict(), target.state_dict()
-        for key in sorted(set(src) | set(dst)):
-            if key not in src or key not in dst or src[key].shape != dst[key].shape:
-                have = lambda sd: tuple(sd[key].shape) if key in sd else "missing"  # noqa: E731
-                raise ConfigError(
-                    f"distill.init_from_teacher: student {part}.{key} {have(dst)} does not match the teacher's {TEACHER_PARTS[part]}.{key} {have(src)}",
-                    fix=f"give the student's {part} the teacher's architecture, or drop '{part}' from distill.init_from_teacher",
-                )
-        target.load_state_dict({k: v.detach().clone() for k, v in src.items()})
+        wrong = sorted(set().union(*state_mismatches(src, dst)))
+        if wrong:
+            key = wrong[0]
+            have = lambda sd: tuple(sd[key].shape) if key in sd else "missing"  # noqa: E731
+            raise ConfigError(
+                f"distill.init_from_teacher: student {part}.{key} {have(dst)} does not match the teacher's {TEACHER_PARTS[part]}.{key} {have(src)}",
+                fix=f"give the student's {part} the teacher's architecture, or drop '{part}' from distill.init_from_teacher",
+            )
+        target.load_state_dict(src)  # copies into the student's own tensors
         copied += len(src)
     return copied
 
