@@ -18,6 +18,7 @@ ABLATIONS = {
     "no_distill": ([], True, []),
     "depth_only": (["depth"], True, []),
     "init_only": ([], True, INIT),
+    "init_depth": (["depth"], True, INIT),
     "imd": (["imd", "depth"], True, INIT),
     "imd_cmd": (["imd", "cmd", "depth"], True, INIT),
     "imd_cmd_mmdf": (["imd", "cmd", "mmd_f", "depth"], True, INIT),

@@ -30,7 +30,7 @@ DEFAULT_CONFIGS = tuple(
     for name in ("demo_camera.yaml", "ablations/no_distill.yaml", "ablations/depth_only.yaml", "ablations/imd.yaml",
                  "ablations/imd_cmd.yaml", "ablations/imd_cmd_mmdf.yaml", "ablations/full_no_depth.yaml",
                  "ablations/full_no_gcm.yaml", "ablations/full_no_init.yaml", "ablations/init_only.yaml",
-                 "ablations/full.yaml")
+                 "ablations/init_depth.yaml", "ablations/full.yaml")
 )
 
 
