@@ -190,6 +190,18 @@ def test_cli_bad_results_one_line_error(mini_root, tmp_path):
     assert err.startswith("error:") and "bad.json" in err and "no entry" in err and "\n" not in err
 
 
+def test_cli_breakdown(mini_root, tmp_path):
+    gt = load_gt(mini_root, VERSION, "mini_val", cache=False)
+    write_results(tmp_path / "r.json", _results(gt, 3))
+    r = subprocess.run([sys.executable, "-m", "bevsimdet", "evaluate", "--dataroot", str(mini_root), "--version", VERSION,
+                        "--split", "mini_val", "--results", str(tmp_path / "r.json"), "--out", str(tmp_path / "m.json"),
+                        "--breakdown", "--no-cache"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "heading and velocity by motion state" in r.stdout and "flipped" in r.stdout
+    rows = json.loads((tmp_path / "m.json").read_text())["motion_breakdown"]
+    assert {row["class"] for row in rows} <= set(DETECTION_NAMES) and sum(row["paired"] for row in rows) > 0
+
+
 def test_in_process_evaluate_matches_file_round_trip(nusc, mini_root, tmp_path):
     gt = load_gt(mini_root, VERSION, "mini_val", nusc=nusc)
     res = _results(gt, 2)

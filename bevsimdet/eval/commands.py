@@ -22,6 +22,9 @@ def evaluate_command(
     cache: bool = typer.Option(True, "--cache/--no-cache",
                                help="Keep the split's ground truth in a cache file ($BEVSIMDET_CACHE_DIR or "
                                     "~/.cache/bevsimdet), rebuilt whenever a table changes."),
+    breakdown: bool = typer.Option(False, "--breakdown/--no-breakdown",
+                                   help="Also print heading and velocity errors per class for moving and still objects "
+                                        "(flipped headings, 'everything stands still' velocity); kept in --out as 'motion_breakdown'."),
     progress: Optional[bool] = progress_option(),
 ) -> None:
     """Compute mAP, NDS and TP errors exactly as the nuScenes devkit (detection_cvpr_2019).
@@ -46,8 +49,14 @@ def evaluate_command(
     meta, boxes = load_submission(results, sample_tokens=gt.sample_tokens)
     metrics = evaluate(boxes, gt)
     print_report(metrics, console, title=f"{results.name} on {split} ({len(gt.sample_tokens)} samples)")
+    extra = {}
+    if breakdown:
+        from bevsimdet.eval.breakdown import motion_breakdown, print_breakdown
+
+        extra["motion_breakdown"] = motion_breakdown(gt.boxes, boxes)
+        print_breakdown(extra["motion_breakdown"], console)
     if out is not None:
-        atomic_write_json(out, {**metrics.to_dict(), "meta": meta}, indent=2)
+        atomic_write_json(out, {**metrics.to_dict(), "meta": meta, **extra}, indent=2)
         console.print(f"metrics written to {out}")
     if plots is not None:
         paths = save_plots(metrics, plots)
