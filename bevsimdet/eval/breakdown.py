@@ -17,6 +17,7 @@ import numpy as np
 
 from bevsimdet.eval.boxes import DETECTION_NAMES, BoxSet, angle_diff, quaternion_yaw
 from bevsimdet.eval.match import candidate_pairs
+from bevsimdet.eval.metrics import SKIPPED_TP, yaw_period
 
 MOVING_SPEED = 1.0  # m/s: GT speed above which an object counts as moving
 ALIGNED, FLIPPED = 0.5, 2.6  # rad
@@ -71,13 +72,14 @@ def motion_breakdown(gt: BoxSet, preds: BoxSet, *, max_dist: float = 2.0, min_sc
             g, p = gi[sel], pi[sel]
             row: dict[str, Any] = {"class": name, "state": state, "gt": int(in_state.sum()), "paired": int(len(g))}
             nan = float("nan")
-            if len(g) and name != "traffic_cone":
-                err = np.abs(angle_diff(g_yaw[g], p_yaw[p], np.pi if name == "barrier" else 2 * np.pi))
+            skipped = SKIPPED_TP.get(name, ())
+            if len(g) and "orient_err" not in skipped:
+                err = np.abs(angle_diff(g_yaw[g], p_yaw[p], yaw_period(name)))
                 row.update(aligned=float(np.mean(err < ALIGNED)), flipped=float(np.mean(err > FLIPPED)), orient_err=float(err.mean()))
             else:
                 row.update(aligned=nan, flipped=nan, orient_err=nan)
-            has_vel = np.isfinite(gt.velocity[g]).all(axis=1) if len(g) else np.zeros(0, dtype=bool)
-            if has_vel.any() and name not in ("traffic_cone", "barrier"):
+            has_vel = np.isfinite(gt.velocity[g]).all(axis=1)
+            if has_vel.any() and "vel_err" not in skipped:
                 gv, pv = gt.velocity[g[has_vel]], preds.velocity[p[has_vel]]
                 row.update(vel_err=float(np.linalg.norm(pv - gv, axis=1).mean()), speed_gt=float(np.linalg.norm(gv, axis=1).mean()),
                            speed_pred=float(np.linalg.norm(pv, axis=1).mean()))

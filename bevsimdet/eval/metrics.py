@@ -26,6 +26,11 @@ TP_SUMMARY: dict[str, str] = {"mATE": "trans_err", "mASE": "scale_err", "mAOE": 
 SUMMARY_KEYS: tuple[str, ...] = ("mAP", "NDS", *TP_SUMMARY)
 # TP errors that are undefined for a class (the devkit reports NaN and nanmean skips them).
 SKIPPED_TP = {"traffic_cone": ("attr_err", "vel_err", "orient_err"), "barrier": ("attr_err", "vel_err")}
+
+
+def yaw_period(name: str) -> float:
+    """Period of heading errors for class ``name``: pi for barriers (front and back alike), else 2 pi."""
+    return np.pi if name == "barrier" else 2 * np.pi
 NUM_RECALL = 101
 PRED_CHUNK = 200_000  # predictions per candidate-pair pass, bounds memory on full val sets
 
@@ -246,7 +251,7 @@ def accumulate(gt: BoxSet, preds: BoxSet, config: MetricConfig) -> dict[tuple[st
     for ci, name in enumerate(DETECTION_NAMES):
         lo, hi = np.searchsorted(sorted_labels, [ci, ci + 1])
         order = rank_order[lo:hi]
-        period = np.pi if name == "barrier" else 2 * np.pi
+        period = yaw_period(name)
         for ti, th in enumerate(config.dist_ths):
             npos = int(npos_per_class[ci])
             matched = match[ti, order]
