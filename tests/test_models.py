@@ -354,6 +354,38 @@ def test_targets_then_perfect_predictions_decode_to_the_boxes():
         assert torch.allclose(box[7:], want[7:], atol=1e-5)
 
 
+def test_barrier_heading_is_coded_modulo_pi():
+    """A barrier at yaw and one at yaw + pi (the same look, or the same box after a BEV flip) get
+    the same rot target, so the head is not asked to average two opposite codes; decoding gives
+    the yaw back modulo pi. Other classes keep sin/cos of the yaw itself."""
+    from bevsimdet.data.classes import yaw_multiple
+    from bevsimdet.models.heads import task_yaw_multiples
+
+    assert [yaw_multiple(t) for t in TASKS] == [1, 1, 1, 2, 1, 1]
+    rng, shape = (-51.2, -51.2, 51.2, 51.2), (64, 64)
+    yaw = torch.tensor([1.5, 1.5 - math.pi, -2.9, 0.2])
+    gt = torch.tensor([[x, 0.0, 0.5, 2.5, 0.5, 1.0, 0.0, 0.0, 0.0] for x in (-30.0, -10.0, 10.0, 30.0)])
+    gt[:, 6] = yaw
+    for name, period in (("barrier", math.pi), ("car", 2 * math.pi)):
+        gl = torch.full((4,), CLASS_TO_LABEL[name])
+        tg = CenterPointTargetAssigner(TASKS, rng, shape)([gt], [gl])
+        t = next(i for i, task in enumerate(TASKS) if name in task)
+        rot = tg.codes[t][0][:4, 6:8]
+        assert torch.allclose(rot[0], rot[1], atol=1e-5) == (period == math.pi)
+        dets = CenterPointPostProcess(TASKS, rng)(DetectorOutput(preds=_perfect_preds(tg, shape)), None)[0]
+        order = dets.boxes[:, 0].argsort()
+        for got, want in zip(dets.boxes[order, 6].tolist(), yaw.tolist()):
+            assert abs(math.remainder(got - want, period)) < 1e-4
+    plain = CenterPointTargetAssigner(TASKS, rng, shape, yaw_multiples=[1] * 6)
+    assert plain.yaw_multiples == [1] * 6
+    cfg = tiny_cfg("lidar")
+    cfg.head.half_turn_yaw = False
+    assert build.build_postprocess(cfg).yaw_multiples == [1] * 6
+    assert build.build_criterion(cfg).assigner.yaw_multiples == [1] * 6
+    with pytest.raises(ValueError, match="one positive integer per task"):
+        task_yaw_multiples(TASKS, [1, 2])
+
+
 def test_criterion_is_small_for_perfect_predictions():
     cfg = tiny_cfg("lidar")
     batch = random_batch(cfg, batch_size=2, num_boxes=6)

@@ -27,6 +27,17 @@ TASKS: tuple[tuple[str, ...], ...] = (
     ("pedestrian", "traffic_cone"),
 )
 
+# Classes whose front and back look alike: nuScenes scores their heading modulo pi, and the head
+# regresses twice their yaw (sin 2yaw, cos 2yaw), since a (sin yaw, cos yaw) target that is yaw for
+# one box and yaw + pi for a look-alike one (or for the same box after a BEV flip) averages to zero.
+HALF_TURN_CLASSES: frozenset[str] = frozenset({"barrier"})
+
+
+def yaw_multiple(task: tuple[str, ...] | list[str]) -> int:
+    """2 for a head task of only :data:`HALF_TURN_CLASSES` (its rot code is ``sin 2yaw, cos 2yaw``), else 1."""
+    return 2 if task and all(c in HALF_TURN_CLASSES for c in task) else 1
+
+
 # detection_cvpr_2019 class ranges (metres, ego xy distance).
 CLASS_RANGE = {
     "car": 50.0,

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from bevsimdet.data.classes import HALF_TURN_CLASSES
 from bevsimdet.eval.boxes import DETECTION_NAMES, BoxSet, angle_diff, quaternion_yaw, scale_iou, xy_norm
 from bevsimdet.eval.gt import CVPR_2019_CLASS_RANGE, GroundTruth, filter_boxes
 from bevsimdet.eval.match import candidate_pairs, greedy_match
@@ -30,7 +31,7 @@ SKIPPED_TP = {"traffic_cone": ("attr_err", "vel_err", "orient_err"), "barrier": 
 
 def yaw_period(name: str) -> float:
     """Period of heading errors for class ``name``: pi for barriers (front and back alike), else 2 pi."""
-    return np.pi if name == "barrier" else 2 * np.pi
+    return np.pi if name in HALF_TURN_CLASSES else 2 * np.pi
 NUM_RECALL = 101
 PRED_CHUNK = 200_000  # predictions per candidate-pair pass, bounds memory on full val sets
 

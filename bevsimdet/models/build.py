@@ -9,7 +9,7 @@ from torch import nn
 
 from bevsimdet.data.classes import TASKS
 from bevsimdet.errors import ConfigError
-from bevsimdet.models.config import ModelConfig
+from bevsimdet.models.config import HeadConfig, ModelConfig
 from bevsimdet.models.view_transform import grid_size
 
 HAS_CAMERA = ("camera", "fusion", "student")
@@ -170,7 +170,8 @@ def build_criterion(cfg: ModelConfig) -> nn.Module:
 
     shape, rng = bev_grid(cfg)
     h = cfg.head
-    assigner = CenterPointTargetAssigner(TASKS, rng, shape, gaussian_overlap=h.gaussian_overlap, min_radius=h.min_radius, max_objs=h.max_objs)
+    assigner = CenterPointTargetAssigner(TASKS, rng, shape, gaussian_overlap=h.gaussian_overlap, min_radius=h.min_radius, max_objs=h.max_objs,
+                                         yaw_multiples=yaw_multiples(h))
     dbound = depth_bound(cfg) if (cfg.depth_supervision and cfg.type in HAS_CAMERA) else None
     return CenterPointCriterion(assigner, h.code_weights, dbound, h.velocity_beta)
 
@@ -182,7 +183,13 @@ def build_postprocess(cfg: ModelConfig) -> nn.Module:
     return CenterPointPostProcess(
         TASKS, bev_range(cfg), score_threshold=h.score_threshold, pre_max_size=h.pre_max_size, post_max_size=h.post_max_size,
         nms_type=h.nms_type, min_radius=h.min_radius_nms, nms_thr=h.nms_thr, nms_scale=h.nms_scale, post_center_range=h.post_center_range,
+        yaw_multiples=yaw_multiples(h),
     )
+
+
+def yaw_multiples(h: HeadConfig) -> list[int] | None:
+    """The head's per-task yaw multiples: from the classes (None), or all 1 without ``half_turn_yaw``."""
+    return None if h.half_turn_yaw else [1] * len(TASKS)
 
 
 __all__ = [

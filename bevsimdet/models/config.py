@@ -115,6 +115,9 @@ class HeadConfig:
     code_weights: list[float] = field(default_factory=lambda: [1.0] * 8 + [0.2, 0.2])
     # smooth-L1 transition (m/s) of the velocity terms, 0: plain L1 (see CenterPointCriterion)
     velocity_beta: float = 0.0
+    # the barrier task regresses sin/cos of 2 yaw (its heading is defined modulo pi; see
+    # bevsimdet.data.classes.HALF_TURN_CLASSES); false: sin/cos of yaw, as CenterPoint
+    half_turn_yaw: bool = True
     score_threshold: float = 0.1
     pre_max_size: int = 1000
     post_max_size: int = 83

@@ -1,8 +1,10 @@
 """CenterPoint head (nuScenes 6-task grouping), its targets and loss, and box decoding with NMS.
 
 Box code (10 channels, the order of :data:`bevsimdet.distill.losses.REG_KEYS` concatenated):
-``[dx, dy, z, log w, log l, log h, sin yaw, cos yaw, vx, vy]`` where ``(dx, dy)`` is the box
-centre's offset inside its BEV cell in cell units (``x = xmin + (ix + dx) * cell``). The heatmap
+``[dx, dy, z, log w, log l, log h, sin k yaw, cos k yaw, vx, vy]`` where ``(dx, dy)`` is the box
+centre's offset inside its BEV cell in cell units (``x = xmin + (ix + dx) * cell``) and ``k`` is
+the task's yaw multiple (:func:`bevsimdet.data.classes.yaw_multiple`: 2 for the barrier task, whose
+heading is only defined modulo pi, else 1; decoding divides the angle by it). The heatmap
 of class k has a Gaussian peak of exactly 1 at the centre cell of each of its boxes (radius from
 :func:`gaussian_radius` in cells, at least ``min_radius``; CenterPoint's drawing).
 """
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bevsimdet.data.batch import Batch
-from bevsimdet.data.classes import CLASS_TO_LABEL, TASKS
+from bevsimdet.data.classes import CLASS_TO_LABEL, TASKS, yaw_multiple
 from bevsimdet.models.heads.nms import circle_nms, rotate_nms
 from bevsimdet.models.output import DetectorOutput, Detections
 
@@ -29,6 +31,14 @@ BevRange = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax
 def task_labels(tasks: Sequence[Sequence[str]]) -> list[list[int]]:
     """Global class labels of each task's classes, in task order."""
     return [[CLASS_TO_LABEL[c] for c in t] for t in tasks]
+
+
+def task_yaw_multiples(tasks: Sequence[Sequence[str]], multiples: Sequence[int] | None) -> list[int]:
+    """Per task, the k of its ``sin k yaw, cos k yaw`` code: ``multiples`` as given, or from the classes."""
+    out = [yaw_multiple(tuple(t)) for t in tasks] if multiples is None else [int(k) for k in multiples]
+    if len(out) != len(tasks) or any(k < 1 for k in out):
+        raise ValueError(f"yaw_multiples needs one positive integer per task ({len(tasks)}), got {list(multiples or [])}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -99,11 +109,15 @@ class CenterPointTargets:
 
 
 class CenterPointTargetAssigner:
-    """GT boxes (augmented ego frame) -> :class:`CenterPointTargets` on the head's grid."""
+    """GT boxes (augmented ego frame) -> :class:`CenterPointTargets` on the head's grid.
 
-    def __init__(self, tasks: Sequence[Sequence[str]], bev_range: BevRange, grid_shape: tuple[int, int], *, gaussian_overlap: float = 0.1, min_radius: int = 2, max_objs: int = 500):
+    ``yaw_multiples`` (one per task, default from the classes, see :func:`task_yaw_multiples`):
+    the rot code of task t is ``sin k_t yaw, cos k_t yaw``."""
+
+    def __init__(self, tasks: Sequence[Sequence[str]], bev_range: BevRange, grid_shape: tuple[int, int], *, gaussian_overlap: float = 0.1, min_radius: int = 2, max_objs: int = 500, yaw_multiples: Sequence[int] | None = None):
         self.tasks = [tuple(t) for t in tasks]
         self.labels = task_labels(self.tasks)
+        self.yaw_multiples = task_yaw_multiples(self.tasks, yaw_multiples)
         self.bev_range = tuple(float(v) for v in bev_range)
         self.grid_shape = (int(grid_shape[0]), int(grid_shape[1]))
         self.gaussian_overlap, self.min_radius, self.max_objs = gaussian_overlap, min_radius, max_objs
@@ -114,7 +128,7 @@ class CenterPointTargetAssigner:
         dx, dy = (xmax - xmin) / nx, (ymax - ymin) / ny
         out = CenterPointTargets([], [], [], [], [])
         device = gt_boxes[0].device if len(gt_boxes) else torch.device("cpu")
-        for labels in self.labels:
+        for labels, k in zip(self.labels, self.yaw_multiples):
             lut = torch.full((max(CLASS_TO_LABEL.values()) + 1,), -1, dtype=torch.long, device=device)
             lut[torch.tensor(labels, device=device)] = torch.arange(len(labels), device=device)
             heat, idx, mask, code, lab = [], [], [], [], []
@@ -130,7 +144,7 @@ class CenterPointTargetAssigner:
                 heat.append(draw_heatmaps(ix, iy, radius, local, len(labels), (ny, nx)))
                 m = sel.numel()
                 c = torch.stack([cx - ix, cy - iy, b[:, 2], b[:, 3].log(), b[:, 4].log(), b[:, 5].clamp(min=1e-3).log(),
-                                 b[:, 6].sin(), b[:, 6].cos(), b[:, 7], b[:, 8]], 1) if m else boxes.new_zeros(0, CODE_SIZE)
+                                 (k * b[:, 6]).sin(), (k * b[:, 6]).cos(), b[:, 7], b[:, 8]], 1) if m else boxes.new_zeros(0, CODE_SIZE)
                 pad = self.max_objs - m
                 idx.append(F.pad(iy * nx + ix, (0, pad)))
                 mask.append(F.pad(torch.ones(m, device=device), (0, pad)))
@@ -296,7 +310,8 @@ class CenterPointPostProcess(nn.Module):
     ``score_threshold`` and ``post_center_range`` filters, then NMS of type ``nms_type[t]``:
     ``circle`` (squared centre distance <= ``min_radius[t]``) or ``rotate`` (BEV IoU >
     ``nms_thr``, box sizes scaled per class by ``nms_scale[t]`` first), keeping at most
-    ``post_max_size``. Labels are global class indices.
+    ``post_max_size``. Labels are global class indices. ``yaw_multiples``: as the target
+    assigner's (the decoded yaw is ``atan2(sin, cos) / k_t``).
     """
 
     def __init__(
@@ -312,10 +327,12 @@ class CenterPointPostProcess(nn.Module):
         nms_thr: float = 0.2,
         nms_scale: Sequence[Sequence[float]] | None = None,
         post_center_range: Sequence[float] = (-61.2, -61.2, -10.0, 61.2, 61.2, 10.0),
+        yaw_multiples: Sequence[int] | None = None,
     ):
         super().__init__()
         self.tasks = [tuple(t) for t in tasks]
         self.labels = task_labels(self.tasks)
+        self.yaw_multiples = task_yaw_multiples(self.tasks, yaw_multiples)
         if not (len(nms_type) == len(min_radius) == len(self.tasks)):
             raise ValueError(f"nms_type / min_radius need one entry per task ({len(self.tasks)})")
         for kind in nms_type:
@@ -340,7 +357,7 @@ class CenterPointPostProcess(nn.Module):
         x = xmin + (ix + code[:, 0]) * dx
         y = ymin + (iy + code[:, 1]) * dy
         dims = code[:, 3:6].clamp(max=10.0).exp()
-        yaw = torch.atan2(code[:, 6], code[:, 7])
+        yaw = torch.atan2(code[:, 6], code[:, 7]) / self.yaw_multiples[t]
         boxes = torch.cat([x[:, None], y[:, None], code[:, 2:3], dims, yaw[:, None], code[:, 8:10]], 1)
         r = self.post_center_range
         keep = (scores > self.score_threshold) & (x >= r[0]) & (y >= r[1]) & (boxes[:, 2] >= r[2]) & (x <= r[3]) & (y <= r[4]) & (boxes[:, 2] <= r[5])
