@@ -59,3 +59,30 @@ def test_refuses_to_overwrite_foreign_data(tmp_path):
     with pytest.raises(UserError, match="did not simulate"):
         simulate(tmp_path, progress=False, **dict(SMALL, scenes=1, samples_per_scene=1))
     assert (tmp_path / "samples" / "keep.txt").exists()
+
+
+def test_world_revision_is_recorded_and_old_manifests_read_as_revision_1(tmp_path):
+    import json
+
+    import pytest
+
+    from bevsimdet.cli import app
+    from bevsimdet.data.sim import WorldMismatchError, read_manifest, simulate
+    from bevsimdet.errors import UserError
+
+    tiny = dict(SMALL, scenes=1, samples_per_scene=1, sweeps_per_sample=0)
+    simulate(tmp_path / "w", progress=False, world_revision=1, **tiny)
+    manifest = read_manifest(tmp_path / "w")
+    assert manifest["params"]["world_revision"] == 1
+    # a world written before revisions were recorded has no key: it is revision 1
+    del manifest["params"]["world_revision"]
+    (tmp_path / "w" / "sim_manifest.json").write_text(json.dumps(manifest))
+    assert simulate(tmp_path / "w", progress=False, world_revision=1, **tiny)["reused"]
+    with pytest.raises(WorldMismatchError):
+        simulate(tmp_path / "w", progress=False, **tiny)  # the default is the newest revision
+    with pytest.raises(UserError, match="unknown world revision"):
+        simulate(tmp_path / "x", progress=False, world_revision=7, **tiny)
+    res = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "w"), "--scenes", "1", "--samples-per-scene", "1",
+                                   "--sweeps", "0", "--image-scale", "0.05", "--seed", "11", "--world-revision", "2", "--force"])
+    assert res.exit_code == 0, res.output
+    assert read_manifest(tmp_path / "w")["params"]["world_revision"] == 2

@@ -137,3 +137,38 @@ def test_scene_names_follow_devkit_splits():
         scene_names("v1.0-mini", 11)
     with pytest.raises(UserError):
         scene_names("v2.0", 1)
+
+
+def _road_frame_headings(scene, cls: str, still: bool = True):
+    """(road-frame y, road-frame yaw) of the actors of ``cls`` on the sidewalks (still ones only by
+    default; a two-wheeler stopped in a lane is traffic, not parked)."""
+    rows = []
+    for a in scene.actors:
+        _, y = scene.to_road(a.xy0[0], a.xy0[1])
+        if a.cls == cls and (not still or np.linalg.norm(a.vel) < 0.2) and abs(y) > scene.half_road:
+            rows.append((float(y), float(np.angle(np.exp(1j * (a.yaw - scene.heading))))))
+    return np.array(rows).reshape(-1, 2)
+
+
+def test_world_revision_2_makes_still_pedestrians_and_parked_two_wheelers_face_the_road():
+    """Revision 2: a standing pedestrian or parked two-wheeler on the sidewalk at road-frame y
+    faces the road (yaw -sign(y) pi/2, within the drawn spread); revision 1 keeps its random
+    headings."""
+    from bevsimdet.data.sim.scene import WORLD_REVISION, build_scene
+
+    assert WORLD_REVISION == 2
+    old = [build_scene(s, i, 19.5, 600.0, revision=1) for s, i in ((3, 0), (3, 1), (5, 2))]
+    new = [build_scene(s, i, 19.5, 600.0) for s, i in ((3, 0), (3, 1), (5, 2))]
+    for cls, spread in (("pedestrian", 0.6), ("bicycle", 0.9), ("motorcycle", 0.9)):
+        rows = np.concatenate([_road_frame_headings(s, cls) for s in new])
+        facing = -np.sign(rows[:, 0]) * np.pi / 2
+        err = np.abs(np.angle(np.exp(1j * (rows[:, 1] - facing))))
+        assert len(rows) >= 3 and err.max() <= spread, cls
+    rows = np.concatenate([_road_frame_headings(s, "pedestrian") for s in old])
+    facing = -np.sign(rows[:, 0]) * np.pi / 2
+    assert np.abs(np.angle(np.exp(1j * (rows[:, 1] - facing)))).max() > 2.0  # random in revision 1
+    from bevsimdet.data.classes import CLASSES
+
+    assert all({x.cls for x in s.actors} == set(CLASSES) for s in new)
+    with pytest.raises(ValueError, match="world revision"):
+        build_scene(3, 0, 1.0, 400.0, revision=9)

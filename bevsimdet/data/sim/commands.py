@@ -24,6 +24,8 @@ def register(app: typer.Typer) -> None:
         sweeps: int = typer.Option(9, "--sweeps", help="LiDAR sweeps (20 Hz) before every keyframe."),
         workers: int = typer.Option(0, "--workers", help="Parallel processes (0: one per CPU core)."),
         force: bool = typer.Option(False, "--force", help="Rebuild even if OUT already holds this world."),
+        world_revision: int = typer.Option(2, "--world-revision",
+                                           help="World rules: 2 (default) or 1, the world measured before 2026-11-29 (docs/sim.md)."),
         progress: bool | None = progress_option(),
     ) -> None:
         """Write a synthetic nuScenes-format dataset (6 cameras, LIDAR_TOP with sweeps, 3D boxes).
@@ -45,7 +47,8 @@ def register(app: typer.Typer) -> None:
 
             workers = min(scenes, os.cpu_count() or 1)
         s = simulate(out, version=version, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
-                     image_scale=image_scale, sweeps_per_sample=sweeps, progress=progress, workers=workers, force=force)
+                     image_scale=image_scale, sweeps_per_sample=sweeps, progress=progress, workers=workers, force=force,
+                     world_revision=world_revision)
         if s["reused"]:
             return
         rate = s["keyframes"] / max(s["seconds"], 1e-9)

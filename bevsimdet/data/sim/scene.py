@@ -20,6 +20,16 @@ PARK_W = 2.5
 KERB_H = 0.15
 
 # Mean (w, l, h) and relative spread of each class.
+# What each world revision changed (simulate --world-revision; the manifest records it).
+WORLD_REVISIONS = {
+    1: "the first world (until 2026-11-29): standing pedestrians and the sidewalk objects placed so "
+       "that every class is near the ego get a uniformly random heading; parked two-wheelers all point the same way "
+       "across the kerb, away from the road on one side",
+    2: "standing pedestrians face the road (+-0.6 rad) and parked two-wheelers stand across the kerb "
+       "facing the road (+-0.35 rad), so their heading is observable; the rest of the rules are unchanged",
+}
+WORLD_REVISION = max(WORLD_REVISIONS)
+
 SIZE = {
     "car": ((1.95, 4.61, 1.72), 0.09),
     "truck": ((2.46, 6.74, 2.73), 0.18),
@@ -227,8 +237,16 @@ def _weighted(rng: np.random.Generator, table: dict[str, float]) -> str:
     return names[rng.choice(len(names), p=p / p.sum())]
 
 
-def build_scene(seed: int, scene_index: int, duration: float, map_size: float) -> Scene:
-    """Lay out one scene; ``duration`` seconds of ego motion starting at t = 0 (sweeps from t < 0)."""
+def build_scene(seed: int, scene_index: int, duration: float, map_size: float, revision: int = WORLD_REVISION) -> Scene:
+    """Lay out one scene; ``duration`` seconds of ego motion starting at t = 0 (sweeps from t < 0).
+
+    ``revision`` (see :data:`WORLD_REVISIONS`) picks the rules for the heading of standing
+    pedestrians and parked two-wheelers. Both revisions make the same random draws per placement,
+    but a sidewalk object's footprint depends on its heading, so once one placement succeeds at a
+    different attempt the draws after it shift: the same seed gives another sample of the same
+    kind of street, not the same street with turned pedestrians."""
+    if revision not in WORLD_REVISIONS:
+        raise ValueError(f"world revision {revision} is not one of {sorted(WORLD_REVISIONS)}")
     rng = np.random.default_rng([seed, scene_index, 0x5CE7E])
     b = _Builder(rng, np.random.default_rng([seed, scene_index, 0x5A9E5]))
     lanes = int(rng.choice([1, 2], p=[0.45, 0.55]))
@@ -330,6 +348,8 @@ def build_scene(seed: int, scene_index: int, duration: float, map_size: float) -
             xx = ego_mid + rng.uniform(-1, 1) * (8 + attempt * 0.5)
             if cls in on_sidewalk:
                 y, z0, yaw = -(half_road + rng.uniform(0.6, 1.4)), KERB_H, rng.uniform(-np.pi, np.pi)
+                if revision >= 2:  # facing the road (+y from the ego's sidewalk), the same draw as spread
+                    yaw = np.pi / 2 + yaw / np.pi * (0.6 if cls == "pedestrian" else 0.35)
                 if b.actor(cls, xx, y, z0, yaw, 0.0):
                     # no parked car between the ego's path and a sidewalk object, or it would hide it
                     b.occupy(min(xx, ego_mid) - 3.0, max(xx, ego_mid) + 3.0, -half_road, -(half_road - PARK_W))
@@ -399,7 +419,10 @@ def build_scene(seed: int, scene_index: int, duration: float, map_size: float) -
     for side in (1, -1):
         for _ in range(rng.poisson(0.25)):
             cls = "bicycle" if rng.random() < 0.6 else "motorcycle"
-            b.actor(cls, rng.uniform(x_lo, x_hi), side * (half_road + 0.9), KERB_H, np.pi / 2 + rng.normal(0, 0.2), 0.0)
+            # revision 1: all towards +y, i.e. away from the road on one side and towards it on the
+            # other, which a BEV flip turns into each other; revision 2: towards the road on both
+            across = np.pi / 2 if revision < 2 else -side * np.pi / 2
+            b.actor(cls, rng.uniform(x_lo, x_hi), side * (half_road + 0.9), KERB_H, across + rng.normal(0, 0.2), 0.0)
 
     # --- pedestrians on the sidewalks ------------------------------------------------------------------
     for side in (1, -1):
@@ -412,7 +435,10 @@ def build_scene(seed: int, scene_index: int, duration: float, map_size: float) -
                 b.actor("pedestrian", xx, yy, KERB_H, 0.0 if direction > 0 else np.pi, direction * rng.uniform(1.0, 1.8),
                         static=False)
             else:
-                b.actor("pedestrian", xx, yy, KERB_H, rng.uniform(-np.pi, np.pi), 0.0)
+                yaw = rng.uniform(-np.pi, np.pi)
+                if revision >= 2:  # standing pedestrians face the road, within +-0.6 rad (the same draw)
+                    yaw = -side * np.pi / 2 + yaw / np.pi * 0.6
+                b.actor("pedestrian", xx, yy, KERB_H, yaw, 0.0)
 
     # --- into the global frame ---------------------------------------------------------------------------
     origin = np.array([map_size / 2, map_size / 2]) + rng.uniform(-20, 20, 2)

@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from bevsimdet.data.classes import CLASSES, LIDAR, SIM_CATEGORY
+from bevsimdet.data.sim.scene import WORLD_REVISION, WORLD_REVISIONS
 from bevsimdet.errors import UserError
 from bevsimdet.io import atomic_write_json
 
@@ -94,9 +95,15 @@ def _shared_tables(seed: int, image_scale: float) -> dict[str, list]:
     )
 
 
-def _params(version: str, scenes: int, samples_per_scene: int, seed: int, image_scale: float, sweeps: int) -> dict:
+def _params(version: str, scenes: int, samples_per_scene: int, seed: int, image_scale: float, sweeps: int,
+            revision: int) -> dict:
     return dict(version=version, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
-                image_scale=float(image_scale), sweeps_per_sample=sweeps, schema=SCHEMA)
+                image_scale=float(image_scale), sweeps_per_sample=sweeps, schema=SCHEMA, world_revision=revision)
+
+
+def world_revision(params: dict) -> int:
+    """The world revision a manifest's parameters were written with (1 before revisions were recorded)."""
+    return int(params.get("world_revision", 1))
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict | None:
@@ -116,6 +123,8 @@ class WorldMismatchError(UserError):
 def _prepare_target(out: Path, version: str, params: dict, force: bool) -> dict | None:
     """Return the manifest of a reusable world, or clear the target for a new one."""
     manifest = read_manifest(out)
+    if manifest is not None and isinstance(manifest.get("params"), dict):
+        manifest["params"]["world_revision"] = world_revision(manifest["params"])
     if manifest is not None and manifest.get("params") == params and not force and (out / version / "sample.json").exists():
         return manifest
     ours = manifest is not None or (out / IN_PROGRESS).exists()
@@ -135,8 +144,11 @@ def _prepare_target(out: Path, version: str, params: dict, force: bool) -> dict 
 
 def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: int = 10, samples_per_scene: int = 20,
              seed: int = 0, image_scale: float = 0.25, sweeps_per_sample: int = 9, progress: bool = True,
-             workers: int = 0, force: bool = False) -> dict:
+             workers: int = 0, force: bool = False, world_revision: int = WORLD_REVISION) -> dict:
     """Write a synthetic nuScenes-format dataset to ``out_dir`` (the dataroot) and return a summary.
+
+    ``world_revision`` picks the world's rules (:data:`bevsimdet.data.sim.scene.WORLD_REVISIONS`;
+    the newest by default, 1 rebuilds the worlds measured before 2026-11-29).
 
     ``workers`` processes simulate scenes in parallel (0: automatic). An existing complete world
     with the same parameters is reused (``summary["reused"]``) unless ``force``.
@@ -150,9 +162,12 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
     if scenes < 1 or samples_per_scene < 1 or sweeps_per_sample < 0 or not 0.01 <= image_scale <= 1.0:
         raise UserError("simulate needs scenes >= 1, samples per scene >= 1, sweeps >= 0 and 0.01 <= image scale <= 1",
                         fix="fix the arguments")
+    if world_revision not in WORLD_REVISIONS:
+        raise UserError(f"unknown world revision {world_revision}",
+                        fix=f"use one of {', '.join(map(str, sorted(WORLD_REVISIONS)))}")
     names = scene_names(version, scenes)
     out = Path(out_dir)
-    params = _params(version, scenes, samples_per_scene, seed, image_scale, sweeps_per_sample)
+    params = _params(version, scenes, samples_per_scene, seed, image_scale, sweeps_per_sample, world_revision)
     t0 = time.perf_counter()
     manifest = _prepare_target(out, version, params, force)
     if manifest is not None:
@@ -163,7 +178,7 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
     out.mkdir(parents=True, exist_ok=True)
     (out / IN_PROGRESS).write_text("bevsimdet simulate is writing this folder\n")
 
-    jobs = [SceneJob(str(out), seed, i, name, samples_per_scene, sweeps_per_sample, image_scale)
+    jobs = [SceneJob(str(out), seed, i, name, samples_per_scene, sweeps_per_sample, image_scale, world_revision)
             for i, name in enumerate(names)]
     if workers <= 0:
         workers = 1 if scenes * samples_per_scene <= 60 else min(scenes, os.cpu_count() or 1)

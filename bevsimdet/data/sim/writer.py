@@ -20,7 +20,7 @@ from pyquaternion import Quaternion
 from bevsimdet.data.classes import LIDAR, SIM_CATEGORY
 from bevsimdet.data.sim.render import render_camera, scan_lidar, world_at
 from bevsimdet.data.sim.rig import Rig, build_rig
-from bevsimdet.data.sim.scene import Scene, build_scene
+from bevsimdet.data.sim.scene import WORLD_REVISION, Scene, build_scene
 
 KEYFRAME_DT = 0.5  # s (2 Hz)
 SWEEP_DT = 0.05  # s (20 Hz)
@@ -60,6 +60,7 @@ class SceneJob:
     samples: int
     sweeps: int
     image_scale: float
+    world_revision: int = WORLD_REVISION
 
 
 def scene_duration(samples: int) -> float:
@@ -72,7 +73,7 @@ def map_size(samples: int) -> float:
 
 
 def sim_scene(job: SceneJob) -> Scene:
-    return build_scene(job.seed, job.index, scene_duration(job.samples), map_size(job.samples))
+    return build_scene(job.seed, job.index, scene_duration(job.samples), map_size(job.samples), job.world_revision)
 
 
 def shared_tokens(seed: int, rig: Rig) -> dict[str, str]:
