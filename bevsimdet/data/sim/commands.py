@@ -24,8 +24,8 @@ def register(app: typer.Typer) -> None:
         sweeps: int = typer.Option(9, "--sweeps", help="LiDAR sweeps (20 Hz) before every keyframe."),
         workers: int = typer.Option(0, "--workers", help="Parallel processes (0: one per CPU core)."),
         force: bool = typer.Option(False, "--force", help="Rebuild even if OUT already holds this world."),
-        world_revision: int = typer.Option(2, "--world-revision",
-                                           help="World rules: 2 (default) or 1, the world measured before 2026-11-29 (docs/sim.md)."),
+        world_revision: int | None = typer.Option(None, "--world-revision",
+                                                  help="World rules (default: the newest); 1 is the world measured before 2026-11-29 (docs/sim.md)."),
         progress: bool | None = progress_option(),
     ) -> None:
         """Write a synthetic nuScenes-format dataset (6 cameras, LIDAR_TOP with sweeps, 3D boxes).
@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         DetectionEval; with --version v1.0-mini the devkit's mini_train / mini_val splits apply.
         """
         from bevsimdet.data.sim import simulate
+        from bevsimdet.data.sim.scene import WORLD_REVISION
 
         progress = configure_progress(progress)
         # ranges are checked here and in simulate() (one-line errors) rather than by typer, whose
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
             workers = min(scenes, os.cpu_count() or 1)
         s = simulate(out, version=version, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
                      image_scale=image_scale, sweeps_per_sample=sweeps, progress=progress, workers=workers, force=force,
-                     world_revision=world_revision)
+                     world_revision=WORLD_REVISION if world_revision is None else world_revision)
         if s["reused"]:
             return
         rate = s["keyframes"] / max(s["seconds"], 1e-9)
