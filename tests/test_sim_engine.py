@@ -150,25 +150,27 @@ def _road_frame_headings(scene, cls: str, still: bool = True):
     return np.array(rows).reshape(-1, 2)
 
 
+def _off_facing_the_road(scenes, cls: str) -> np.ndarray:
+    """|heading - facing the road| (rad) of the sidewalk ``cls`` actors of ``scenes``; the road lies
+    towards -sign(y) from road-frame y."""
+    rows = np.concatenate([_road_frame_headings(s, cls) for s in scenes])
+    return np.abs(np.angle(np.exp(1j * (rows[:, 1] + np.sign(rows[:, 0]) * np.pi / 2))))
+
+
 def test_world_revision_2_makes_still_pedestrians_and_parked_two_wheelers_face_the_road():
     """Revision 2: a standing pedestrian or parked two-wheeler on the sidewalk at road-frame y
     faces the road (yaw -sign(y) pi/2, within the drawn spread); revision 1 keeps its random
     headings."""
+    from bevsimdet.data.classes import CLASSES
     from bevsimdet.data.sim.scene import WORLD_REVISION, build_scene
 
     assert WORLD_REVISION == 2
     old = [build_scene(s, i, 19.5, 600.0, revision=1) for s, i in ((3, 0), (3, 1), (5, 2))]
     new = [build_scene(s, i, 19.5, 600.0) for s, i in ((3, 0), (3, 1), (5, 2))]
     for cls, spread in (("pedestrian", 0.6), ("bicycle", 0.9), ("motorcycle", 0.9)):
-        rows = np.concatenate([_road_frame_headings(s, cls) for s in new])
-        facing = -np.sign(rows[:, 0]) * np.pi / 2
-        err = np.abs(np.angle(np.exp(1j * (rows[:, 1] - facing))))
-        assert len(rows) >= 3 and err.max() <= spread, cls
-    rows = np.concatenate([_road_frame_headings(s, "pedestrian") for s in old])
-    facing = -np.sign(rows[:, 0]) * np.pi / 2
-    assert np.abs(np.angle(np.exp(1j * (rows[:, 1] - facing)))).max() > 2.0  # random in revision 1
-    from bevsimdet.data.classes import CLASSES
-
+        err = _off_facing_the_road(new, cls)
+        assert len(err) >= 3 and err.max() <= spread, cls
+    assert _off_facing_the_road(old, "pedestrian").max() > 2.0  # random in revision 1
     assert all({x.cls for x in s.actors} == set(CLASSES) for s in new)
     with pytest.raises(ValueError, match="world revision"):
         build_scene(3, 0, 1.0, 400.0, revision=9)
