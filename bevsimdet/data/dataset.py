@@ -268,6 +268,19 @@ class NuScenesDataset(Dataset):
         return gt.boxes[keep].reshape(-1, BOX_DIM), labels
 
 
+def report_skipped(dataset: NuScenesDataset, what: str) -> int:
+    """Warn on stderr how many samples ``dataset`` skipped for unreadable files (this process and
+    its loader workers) so that a finished run never hides them; returns the count."""
+    n = dataset.skipped
+    if n:
+        log.warning(
+            "%s skipped %d sample(s) of split '%s' with missing or damaged files (data.skip_bad_samples); "
+            "list them with `bevsimdet prepare --dataroot %s --verify`",
+            what, n, dataset.infos.split, dataset.dataroot,
+        )
+    return n
+
+
 # --------------------------------------------------------------------------------------------
 
 
