@@ -314,3 +314,21 @@ def test_training_skips_and_reports_damaged_samples_or_stops_on_them(world, info
     assert r.returncode == 0, r.stderr[-3000:]
     assert "training skipped 2 sample(s) of split 'mini_val' with missing or damaged files" in r.stderr
     assert (world / "skip" / "checkpoints" / "latest.safetensors").is_file()
+
+
+def test_info_files_without_camera_sizes_still_load_and_bad_sizes_are_refused(tmp_path, tiny_infos):
+    from bevsimdet.data.infos import load_infos
+
+    doc = json.loads(Path(tiny_infos["mini_val"]).read_text())
+    cam = doc["samples"][0]["cams"]["CAM_FRONT"]
+    assert cam["width"] > 0 and cam["height"] > 0
+    for c in doc["samples"][0]["cams"].values():  # an info file written before sizes were recorded
+        del c["width"], c["height"]
+    path = tmp_path / "infos_mini_val.json"
+    path.write_text(json.dumps(doc))
+    assert load_infos(path).samples[0].cams["CAM_FRONT"].width == 0  # 0: unchecked
+    for bad in (0, "400", 1.5):
+        cam["width"] = bad
+        path.write_text(json.dumps(doc))
+        with pytest.raises(DataError, match=r"cams.CAM_FRONT.width must be an integer >= 1"):
+            load_infos(path)
