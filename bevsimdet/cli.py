@@ -26,7 +26,7 @@ from typing import Callable
 
 import typer
 
-from bevsimdet.errors import UserError
+from bevsimdet.errors import UserError, one_line
 
 COMMAND_MODULES = (
     "bevsimdet.data.sim.commands",  # simulate
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         if not _run_fast(args):
             __getattr__("app")(args=args, prog_name="bevsimdet")
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

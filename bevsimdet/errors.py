@@ -28,3 +28,15 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A missing or corrupt data file, or a dataroot that is not nuScenes-shaped."""
+
+
+def one_line(error: UserError) -> str:
+    """``error``'s message on one line. A UserError raised in a DataLoader worker comes back
+    re-created around the worker's whole traceback ("Caught DataError in DataLoader worker
+    process 0.\nOriginal Traceback ..."); its last line holds the original message."""
+    text = str(error)
+    if "\n" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    head, sep, message = last.partition(": ")
+    return message if sep and head.rsplit(".", 1)[-1] == type(error).__name__ else " ".join(text.split())

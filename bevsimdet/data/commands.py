@@ -19,9 +19,11 @@ def prepare_command(
     workers: int = typer.Option(2, "--workers", min=1, help="Parallel processes (one scene at a time each)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the info files are up to date."),
     gzip: bool = typer.Option(False, "--gzip", help="Write gzipped JSON (.json.gz)."),
+    verify: bool = typer.Option(False, "--verify", help="Then read every image and point file the info files name (--workers processes); exit status 2 if any is missing or damaged."),
     progress: Optional[bool] = progress_option(),
 ) -> None:
-    """Build the info files (per-sample sensors, calibration, sweeps and GT boxes) of every split."""
+    """Build the info files (per-sample sensors, calibration, sweeps and GT boxes) of every split;
+    with --verify also check every file they reference."""
     progress = configure_progress(progress)
     from rich.console import Console
     from rich.table import Table
@@ -37,6 +39,10 @@ def prepare_command(
         info = load_infos(path)
         table.add_row(split, str(len({s.scene_token for s in info.samples})), str(len(info)), str(sum(len(s.gt) for s in info.samples)), str(path))
     console.print(table)
+    if verify:
+        from bevsimdet.data.verify import run_verify
+
+        run_verify(paths.values(), dataroot, next(iter(paths.values())).parent, workers=workers, progress=progress)
 
 
 def inspect_command(

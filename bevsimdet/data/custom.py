@@ -263,13 +263,11 @@ def find_frames(images_dir: str | Path, cameras: Sequence[str] = CAMERAS) -> lis
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """H x W x 3 uint8 RGB of an image file, or a :class:`DataError` naming it."""
-    import cv2
+    """H x W x 3 uint8 RGB of an image file, or a :class:`DataError` naming it; a truncated or
+    mislabelled JPEG is refused as in training (:mod:`bevsimdet.data.files`)."""
+    from bevsimdet.data.files import read_image
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"image {path} cannot be decoded", fix="use readable JPEG or PNG files")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return read_image(path, fix="re-copy the file, or remove the frame from every camera folder")
 
 
 class CustomFrames(Dataset):

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from bevsimdet.data import files
 from bevsimdet.data.batch import BOX_DIM, POINT_DIM, SampleMeta
 from bevsimdet.data.classes import CAMERAS, CLASS_TO_LABEL
 from bevsimdet.data.infos import InfoFile, SampleInfo, load_infos
@@ -26,7 +26,8 @@ from bevsimdet.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SKIP_HINT = "restore the file (re-run `bevsimdet simulate` / re-extract nuScenes) or set data.skip_bad_samples: true"
+SKIP_HINT = files.SKIP_HINT
+SKIP_SLOTS = 257  # slots of the shared skip counter: the main process and up to 256 loader workers
 SWEEP_MIN_RANGE = 1.0  # m: sweep returns this close to the sensor hit the car itself (as mmdet3d)
 
 # The augmentation key a sampler may pass with an index: (seed, epoch); the sample's random
@@ -59,27 +60,23 @@ def f32(x: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
-def read_image(path: Path) -> np.ndarray:
-    """H x W x 3 uint8 RGB, or a :class:`DataError` naming the file."""
-    if not path.is_file():
-        raise DataError(f"image {path} is missing", fix=SKIP_HINT)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"image {path} is corrupt (cannot be decoded)", fix=SKIP_HINT)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+def read_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """H x W x 3 uint8 RGB (``size``: the H x W it must have), or a one-line :class:`DataError`
+    naming the file when it is missing, truncated or corrupt (see :mod:`bevsimdet.data.files`)."""
+    return files.read_image(path, size=size, fix=SKIP_HINT)
 
 
 def read_points(path: Path, load_dim: int) -> np.ndarray:
-    """P x 4 float32 (x, y, z, intensity) from a nuScenes ``.pcd.bin`` of ``load_dim`` floats a point."""
-    if not path.is_file():
-        raise DataError(f"point file {path} is missing", fix=SKIP_HINT)
-    raw = np.fromfile(path, dtype=np.float32)
-    if raw.size % load_dim:
-        raise DataError(f"point file {path} is corrupt ({raw.size} floats is not a multiple of load_dim={load_dim})", fix=SKIP_HINT)
-    pts = raw.reshape(-1, load_dim)[:, :4]
-    if not np.isfinite(pts).all():
-        raise DataError(f"point file {path} is corrupt (non-finite values)", fix=SKIP_HINT)
-    return pts
+    """P x 4 float32 (x, y, z, intensity) from a nuScenes ``.pcd.bin`` of ``load_dim`` floats a
+    point; a missing, torn or non-finite file is a :class:`DataError` (see :mod:`bevsimdet.data.files`)."""
+    return files.read_points(path, load_dim, fix=SKIP_HINT)[:, :4]
+
+
+def _skip_slot() -> int:
+    """This process's slot of the shared skip counter: 0 in the main process, 1 + the id of a
+    DataLoader worker (workers of one loader run at once, so they need their own slots)."""
+    info = torch.utils.data.get_worker_info()
+    return 0 if info is None else 1 + info.id % (SKIP_SLOTS - 1)
 
 
 class NuScenesDataset(Dataset):
@@ -91,7 +88,8 @@ class NuScenesDataset(Dataset):
     ``sweep_stride``-th one, newest first, so that few sweeps can still span a long time (motion
     over 0.45 s, as 9 consecutive 20 Hz sweeps, for the points of 3). With
     ``skip_bad_samples`` a sample whose files are missing or corrupt is replaced by the next good
-    one with a warning, and counted in :attr:`skipped` (per process).
+    one with a warning, and counted in :attr:`skipped` (DataLoader workers included: the count
+    lives in shared memory; per rank under torchrun).
     """
 
     def __init__(
@@ -136,13 +134,20 @@ class NuScenesDataset(Dataset):
         self.use_valid_flag = use_valid_flag
         self.skip_bad_samples = skip_bad_samples
         self.cameras = tuple(cameras)
-        self.skipped = 0
+        # shared memory, one slot per process: workers' skips reach the main process, and no
+        # two processes ever add to the same slot
+        self._skips = torch.zeros(SKIP_SLOTS, dtype=torch.int64).share_memory_()
         self.samples: list[SampleInfo] = list(self.infos.samples)
         if skip_bad_samples:
             self._drop_missing()
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def skipped(self) -> int:
+        """Samples skipped so far for unreadable files (up front and while loading, in any worker)."""
+        return int(self._skips.sum())
 
     @property
     def sample_tokens(self) -> list[str]:
@@ -165,7 +170,7 @@ class NuScenesDataset(Dataset):
         dropped = len(self.samples) - len(keep)
         if dropped:
             log.warning("skipping %d of %d samples of split '%s' with missing files", dropped, len(self.samples), self.infos.split)
-            self.skipped += dropped
+            self._skips[_skip_slot()] += dropped
             self.samples = keep
         if not self.samples:
             raise DataError(f"no sample of split '{self.infos.split}' has all its files under {self.dataroot}", fix="check --dataroot")
@@ -181,7 +186,7 @@ class NuScenesDataset(Dataset):
             try:
                 return self.load(i, self._rng(i, aug_key))
             except DataError as e:
-                self.skipped += 1
+                self._skips[_skip_slot()] += 1
                 log.warning("skipping sample %s: %s", self.samples[i].token, e)
         raise DataError(f"every sample of split '{self.infos.split}' is unreadable", fix="check --dataroot")
 
@@ -198,7 +203,8 @@ class NuScenesDataset(Dataset):
         info = self.samples[index]
         images, img_augs = [], []
         for cam in self.cameras:
-            image = read_image(self.dataroot / info.cams[cam].path)
+            rec = info.cams[cam]
+            image = read_image(self.dataroot / rec.path, (rec.height, rec.width) if rec.width and rec.height else None)
             mat, resized = self.image_aug.sample(image.shape[:2], rng)
             images.append(normalize_image(warp_image(image, mat, resized, self.image_aug.image_size)))
             img_augs.append(mat)
@@ -260,6 +266,19 @@ class NuScenesDataset(Dataset):
             keep &= gt.valid
         labels = np.array([CLASS_TO_LABEL[n] for n, k in zip(gt.names, keep) if k], dtype=np.int64)
         return gt.boxes[keep].reshape(-1, BOX_DIM), labels
+
+
+def report_skipped(dataset: NuScenesDataset, what: str) -> int:
+    """Warn on stderr how many samples ``dataset`` skipped for unreadable files (this process and
+    its loader workers) so that a finished run never hides them; returns the count."""
+    n = dataset.skipped
+    if n:
+        log.warning(
+            "%s skipped %d sample(s) of split '%s' with missing or damaged files (data.skip_bad_samples); "
+            "list them with `bevsimdet prepare --dataroot %s --verify`",
+            what, n, dataset.infos.split, dataset.dataroot,
+        )
+    return n
 
 
 # --------------------------------------------------------------------------------------------

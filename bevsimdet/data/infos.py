@@ -58,6 +58,10 @@ class CameraInfo:
     sensor2ego: np.ndarray  # 4 x 4
     ego2global: np.ndarray  # 4 x 4
     cam2ego: np.ndarray  # 4 x 4
+    # the stored image's size (``sample_data`` width/height) the reader checks; 0: not recorded
+    # (info files written before it was), then unchecked
+    width: int = 0
+    height: int = 0
 
 
 @dataclass
@@ -146,6 +150,7 @@ def sample_to_json(s: SampleInfo) -> dict:
                 "sensor2ego": c.sensor2ego.tolist(),
                 "ego2global": c.ego2global.tolist(),
                 "cam2ego": c.cam2ego.tolist(),
+                **({"width": c.width, "height": c.height} if c.width and c.height else {}),
             }
             for name, c in s.cams.items()
         },
@@ -240,11 +245,14 @@ def _strings(d: Any, key: str, at: str, count: int) -> list[str]:
 
 
 def _camera(c: Any, at: str) -> CameraInfo:
+    # width/height are optional: older info files lack them
+    size = {key: _integer(c, key, at, minimum=1) for key in ("width", "height") if isinstance(c, dict) and key in c}
     return CameraInfo(
         _string(c, "path", at),
         _integer(c, "timestamp", at),
         _array(c, "intrinsics", at, (3, 3)),
         *(_array(c, key, at, (4, 4)) for key in ("sensor2ego", "ego2global", "cam2ego")),
+        **size,
     )
 
 
@@ -456,7 +464,8 @@ def build_sample_info(nusc: Any, sample: dict, scene_name: str, max_sweeps: int)
         sd = nusc.get("sample_data", sample["data"][name])
         cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
         sensor2ego, cam_pose = calib_pose(sd)
-        cams[name] = CameraInfo(sd["filename"], int(sd["timestamp"]), _arr(cs["camera_intrinsic"]), sensor2ego, cam_pose, global2ego @ cam_pose @ sensor2ego)
+        cams[name] = CameraInfo(sd["filename"], int(sd["timestamp"]), _arr(cs["camera_intrinsic"]), sensor2ego, cam_pose, global2ego @ cam_pose @ sensor2ego,
+                                width=int(sd.get("width") or 0), height=int(sd.get("height") or 0))
 
     sweeps = []
     sd = lidar_sd
@@ -518,7 +527,8 @@ def _fingerprint(dataroot: Path, version: str, max_sweeps: int) -> dict:
     for t in TABLES:
         st = (dataroot / version / f"{t}.json").stat()
         tables[t] = [st.st_size, st.st_mtime_ns]
-    return {"schema_version": SCHEMA_VERSION, "box_convention": BOX_CONVENTION, "version": version, "max_sweeps": max_sweeps, "tables": tables}
+    # "camera_sizes": files made before CameraInfo recorded width/height are rebuilt once
+    return {"schema_version": SCHEMA_VERSION, "box_convention": BOX_CONVENTION, "version": version, "max_sweeps": max_sweeps, "tables": tables, "camera_sizes": True}
 
 
 def info_path(out_dir: str | Path, split: str, compress: bool = False) -> Path:

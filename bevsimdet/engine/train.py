@@ -87,7 +87,7 @@ def run_training(
         save_config(cfg, work_dir / "config.yaml")
     seed_all(cfg.seed)
 
-    from bevsimdet.data.dataset import build_dataset
+    from bevsimdet.data.dataset import build_dataset, report_skipped
     from bevsimdet.data.loader import build_dataloader
     from bevsimdet.engine.evaluate import build_evaluator
     from bevsimdet.models.build import build_detector
@@ -113,6 +113,7 @@ def run_training(
     if resume:
         trainer.resume(ckpts.latest)
     result = trainer.fit()
+    report_skipped(dataset, "training")
     if result.interrupted:
         raise TrainingInterrupted(
             f"stopped by signal at step {trainer.step}/{steps}; checkpoint saved to {ckpts.latest}; continue with --resume",
