@@ -75,7 +75,7 @@ def render_ablation(rows: Sequence[AblationRow]) -> str:
     return "\n".join(lines)
 
 
-def _run_one(cfg: Any, run_dir: Path, teacher: Path | None, progress: bool, log: Callable[[str], None]) -> dict[str, float]:
+def _run_one(cfg: Any, run_dir: Path, teacher: Path | None, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
     from bevsimdet.demo import train_stage
     from bevsimdet.distill.run import run_distillation
     from bevsimdet.engine.evaluate import final_or_evaluate
@@ -90,7 +90,9 @@ def _run_one(cfg: Any, run_dir: Path, teacher: Path | None, progress: bool, log:
     if cached.is_file():
         return json.loads(cached.read_text())
     metrics = final_or_evaluate(cfg, ckpt, progress=progress)
-    summary = {k: float(metrics[k]) for k in METRIC_KEYS}
+    summary: dict[str, Any] = {k: float(metrics[k]) for k in METRIC_KEYS}
+    if metrics.get("diagnostic"):
+        summary["diagnostic"] = metrics["diagnostic"]
     atomic_write_json(cached, summary, indent=2)
     return summary
 
