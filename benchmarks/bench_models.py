@@ -15,6 +15,7 @@ import torch
 
 from bevsimdet.config import load_config
 from bevsimdet.models import build
+from bevsimdet.models.detectors import model_input
 from bevsimdet.models.heads.nms import bev_iou, nms_reference, rotate_nms
 from bevsimdet.models.testing import random_batch
 from bevsimdet.models.view_transform import bev_pool, bev_pool_reference
@@ -61,7 +62,8 @@ def bench_config(name: str, device: torch.device, repeats: int) -> dict:
     cfg = load_config(CONFIGS / f"{name}.yaml").model
     torch.manual_seed(0)
     model = build.build_detector(cfg).to(device).eval()
-    batch = random_batch(cfg, batch_size=1, num_cams=6, num_points=30000 if name.startswith("nuscenes") else 10000).to(device)
+    # what the model is given at test time: no points for a camera-only model
+    batch = model_input(model, random_batch(cfg, batch_size=1, num_cams=6, num_points=30000 if name.startswith("nuscenes") else 10000).to(device))
     post = build.build_postprocess(cfg)
 
     with torch.inference_mode():

@@ -15,7 +15,7 @@ GPU, inside a fixed wall-clock budget (a lent GPU machine gives minutes, not hou
 
 The demo trains 600 steps of batch 2 (1200 samples); the default here, 1500 steps of batch 8, is
 10x that many samples at the demo's learning rate. The teacher is the demo's (trained on the same
-world seed on the CPU); docs/results.md has the figures.
+world seed on the CPU); docs/history.md has the figures.
 """
 
 from __future__ import annotations

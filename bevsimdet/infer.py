@@ -3,7 +3,9 @@
 Two sources of input:
 
 * ``--dataroot D [--split S]``: a split of a nuScenes-format dataset (DDP under torchrun), through
-  the engine's prediction path (:func:`bevsimdet.engine.evaluate.infer_results`);
+  the engine's prediction path (:func:`bevsimdet.engine.evaluate.infer_results`), for any model:
+  a camera-only model is given each batch without LiDAR, a model that reads LiDAR needs
+  ``data.load_points`` (:func:`check_dataroot_input`);
 * ``--images DIR --calib calib.json``: your own 6-camera frames (see :mod:`bevsimdet.data.custom`),
   for camera-only models (the camera baseline or the BEVSimDet student).
 
@@ -25,11 +27,14 @@ from bevsimdet.progress import configure as configure_progress
 CAMERA_ONLY = ("camera", "student")  # model types whose forward pass reads no LiDAR
 
 
-def results_meta(model_type: str) -> dict[str, bool]:
-    """The submission's ``meta`` block for a model of ``model.type``."""
+def results_meta(model_cfg: Any) -> dict[str, bool]:
+    """The submission's ``meta`` block for the detector of ``model:`` config ``model_cfg`` (a
+    camera model with the oracle-depth diagnostic reads LiDAR, and says so)."""
+    from bevsimdet.models.build import reads_lidar
+
     return {
-        "use_camera": model_type != "lidar",
-        "use_lidar": model_type in ("lidar", "fusion"),
+        "use_camera": model_cfg.type != "lidar",
+        "use_lidar": reads_lidar(model_cfg),
         "use_radar": False,
         "use_map": False,
         "use_external": False,
@@ -37,11 +42,27 @@ def results_meta(model_type: str) -> dict[str, bool]:
 
 
 def check_camera_only(cfg: Any, what: str = "--images") -> None:
+    """Refuse a model that needs LiDAR input where there is none (``--images``, ``export``)."""
     if cfg.model.type not in CAMERA_ONLY:
         raise UserError(
             f"{what} runs camera-only models, but model.type is '{cfg.model.type}', which needs LiDAR input",
             fix=f"use a config with model.type {' or '.join(CAMERA_ONLY)} (e.g. configs/demo_student.yaml)",
         )
+    if cfg.model.camera.oracle_depth:
+        raise UserError(f"{what} runs camera-only models, but model.camera.oracle_depth reads LiDAR depth (a diagnostic)",
+                        fix="use a config without oracle_depth (e.g. configs/demo_camera.yaml)")
+
+
+def check_dataroot_input(cfg: Any) -> None:
+    """``--dataroot``: a model that reads LiDAR (lidar, fusion, the oracle-depth diagnostic) needs
+    the split's points loaded; a camera-only model runs on the same split and is never given
+    them (:func:`bevsimdet.models.detectors.model_input`)."""
+    from bevsimdet.models.build import reads_lidar
+
+    if reads_lidar(cfg.model) and not cfg.data.load_points:
+        what = "model.camera.oracle_depth" if cfg.model.type == "camera" else f"model.type '{cfg.model.type}'"
+        raise UserError(f"--dataroot: {what} reads LiDAR, but data.load_points is false",
+                        fix="pass --set data.load_points=true, or use a camera-only config (model.type camera or student)")
 
 
 def load_detector(cfg: Any, checkpoint: str | Path) -> tuple[Any, Any]:
@@ -115,11 +136,12 @@ def register(app: typer.Typer) -> None:
         else:
             from bevsimdet.engine.evaluate import infer_results
 
+            check_dataroot_input(cfg)
             try:
                 results = infer_results(cfg, checkpoint, split, progress=progress)
                 main = dist.is_main()
             finally:
                 dist.destroy_distributed()
         if main:
-            write_results(out, results, results_meta(cfg.model.type))
+            write_results(out, results, results_meta(cfg.model))
             typer.echo(f"{sum(len(v) for v in results.values())} boxes for {len(results)} samples written to {out}")

@@ -41,6 +41,12 @@ class AblationRow:
     name: str
     seeds: list[int]
     values: dict[str, list[float]]
+    diagnostic: str | None = None  # set for a diagnostic config (oracle depth): not a camera-only result
+
+    @property
+    def label(self) -> str:
+        """The name as tables show it: a diagnostic row says so."""
+        return f"{self.name} ({self.diagnostic})" if self.diagnostic else self.name
 
     def mean(self, key: str) -> float:
         return statistics.fmean(self.values[key])
@@ -58,18 +64,18 @@ def render_ablation(rows: Sequence[AblationRow]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"{r.mean(k):.4f} ± {r.spread(k):.4f}" for k in METRIC_KEYS]
-        lines.append("| " + " | ".join([r.name, ",".join(map(str, r.seeds)), *cells]) + " |")
+        lines.append("| " + " | ".join([r.label, ",".join(map(str, r.seeds)), *cells]) + " |")
     lines += ["", "Per seed (mAP / NDS / mATE):", "", "| config | " + " | ".join(f"seed {s}" for s in rows[0].seeds) + " |",
               "|" + "---|" * (1 + len(rows[0].seeds))]
     for r in rows:
         per = [f"{a:.4f} / {b:.4f} / {c:.3f}" for a, b, c in zip(r.values["mAP"], r.values["NDS"], r.values["mATE"])]
-        lines.append("| " + " | ".join([r.name, *per]) + " |")
+        lines.append("| " + " | ".join([r.label, *per]) + " |")
     if len(n) > 1:
         lines.append("\n(configs have different numbers of seeds)")
     return "\n".join(lines)
 
 
-def _run_one(cfg: Any, run_dir: Path, teacher: Path | None, progress: bool, log: Callable[[str], None]) -> dict[str, float]:
+def _run_one(cfg: Any, run_dir: Path, teacher: Path | None, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
     from bevsimdet.demo import train_stage
     from bevsimdet.distill.run import run_distillation
     from bevsimdet.engine.evaluate import final_or_evaluate
@@ -84,7 +90,9 @@ def _run_one(cfg: Any, run_dir: Path, teacher: Path | None, progress: bool, log:
     if cached.is_file():
         return json.loads(cached.read_text())
     metrics = final_or_evaluate(cfg, ckpt, progress=progress)
-    summary = {k: float(metrics[k]) for k in METRIC_KEYS}
+    summary: dict[str, Any] = {k: float(metrics[k]) for k in METRIC_KEYS}
+    if metrics.get("diagnostic"):
+        summary["diagnostic"] = metrics["diagnostic"]
     atomic_write_json(cached, summary, indent=2)
     return summary
 
@@ -103,6 +111,7 @@ def run_ablation(
     from bevsimdet.config import load_config
     from bevsimdet.distill.run import needs_teacher
     from bevsimdet.io import atomic_write_json, atomic_write_text
+    from bevsimdet.models.build import check_student, diagnostic
 
     if not seeds:
         raise UserError("no seeds given", fix="pass --seed once per seed, e.g. --seed 0 --seed 1 --seed 2")
@@ -111,17 +120,20 @@ def run_ablation(
         if not Path(path).is_file():
             raise UserError(f"ablation config not found: {path}", fix="pass paths such as configs/ablations/full.yaml")
         cfg = load_config(path, list(overrides))
+        check_student(cfg.model)  # refused before any run starts, not after the others have trained
         if cfg.model.type == "student" and needs_teacher(cfg) and (teacher is None or not Path(teacher).is_file()):
             raise UserError(f"{path} distils from a teacher, but --teacher {teacher} is not a file",
                             fix="train the fusion teacher first (bevsimdet train configs/demo_fusion.yaml ...)")
-        cfgs.append((path, cfg.name))
-    names = [n for _, n in cfgs]
+        cfgs.append((path, cfg.name, diagnostic(cfg.model)))
+    names = [n for _, n, _ in cfgs]
     if len(set(names)) != len(names):
         raise UserError(f"two configs share a name ({names})", fix="give each config a distinct name: key")
 
     out_dir = Path(out_dir)
     rows = []
-    for i, (path, name) in enumerate(cfgs):
+    for i, (path, name, diag) in enumerate(cfgs):
+        if diag:
+            log(f"note: {name}: {diag}")
         values: dict[str, list[float]] = {k: [] for k in METRIC_KEYS}
         for seed in seeds:
             log(f"[{i + 1}/{len(cfgs)}] {name} seed {seed}")
@@ -129,11 +141,11 @@ def run_ablation(
             summary = _run_one(cfg, out_dir / name / f"seed{seed}", teacher, progress, log)
             for k in METRIC_KEYS:
                 values[k].append(summary[k])
-        rows.append(AblationRow(name, list(seeds), values))
+        rows.append(AblationRow(name, list(seeds), values, diag))
 
     table = render_ablation(rows)
     atomic_write_text(out_dir / "ablation.md", f"# bevsimdet ablation\n\n{table}\n")
-    atomic_write_json(out_dir / "ablation.json", {"seeds": list(seeds), "rows": [r.__dict__ for r in rows]}, indent=2)
+    atomic_write_json(out_dir / "ablation.json", {"seeds": list(seeds), "rows": [r.__dict__ for r in rows]}, indent=2)  # diagnostic included
     log(table)
     return rows
 

@@ -89,6 +89,8 @@ def register(app: typer.Typer) -> None:
             dist.destroy_distributed()
         if not main:
             return
+        if metrics.get("diagnostic"):
+            typer.echo(f"note: {metrics['diagnostic']}")
         for key in SUMMARY_KEYS:
             typer.echo(f"{key:5s} {metrics[key]:.4f}")
         if out is not None:

@@ -45,9 +45,12 @@ def predict(
 ) -> dict[str, list[dict]]:
     """This rank's results (sample token -> nuScenes result boxes) over ``loader``.
 
-    ``depth_stats``, when given, accumulates the agreement of the model's depth distributions
-    with the batch's LiDAR (batches with points only)."""
+    The model is given :func:`~bevsimdet.models.detectors.model_input` of each batch: no LiDAR
+    for a camera-only model, whatever the loader holds. ``depth_stats``, when given, accumulates
+    the agreement of the model's depth distributions with the batch's LiDAR (batches with points
+    only; the evaluator reads the points, the model never does)."""
     from bevsimdet.eval.results import detections_to_results
+    from bevsimdet.models.detectors import model_input
     from bevsimdet.progress import progress_bar
 
     was_training = model.training
@@ -56,9 +59,10 @@ def predict(
     autocast = torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float16, enabled=amp_dtype is not None and device.type == "cuda")
     for batch in progress_bar(loader, desc="evaluate", unit="batch", allowed=progress and dist.is_main()):
         batch = batch.to(device)
+        seen = model_input(model, batch)
         with autocast:
-            output = model(batch)
-        dets = postprocess(output, batch)
+            output = model(seen)
+        dets = postprocess(output, seen)
         if depth_stats is not None and output.depth is not None and batch.points is not None:
             depth_stats.add(output.depth, batch)
         results.update(detections_to_results(dets, batch.meta, bev_augs=batch.bev_aug))
@@ -98,12 +102,15 @@ class Evaluator:
     """Callable ``model -> summary metrics``; built once and reused for every validation of a run.
 
     ``last`` holds the full metrics (``DetectionMetrics.to_dict()`` plus the summary) of the
-    latest call on the main rank.
+    latest call on the main rank. ``diagnostic`` (see :func:`bevsimdet.models.build.diagnostic`),
+    when set, is returned with every summary under the key ``diagnostic``, so metrics.json and
+    the run log of a diagnostic model say what it is.
     """
 
     def __init__(self, loader: Any, postprocess: PostProcess, gt: Any, device: torch.device, *, amp_dtype: torch.dtype | None = None,
-                 progress: bool = True, dbound: tuple[float, float, float] | None = None):
+                 progress: bool = True, dbound: tuple[float, float, float] | None = None, diagnostic: str | None = None):
         self.loader = loader
+        self.diagnostic = diagnostic
         self.dbound = dbound  # depth bins of camera models: also report depth_within1 / depth_mae
         self.postprocess = postprocess
         self.gt = gt
@@ -112,7 +119,7 @@ class Evaluator:
         self.progress = progress
         self.last: dict[str, Any] = {}
 
-    def __call__(self, model: nn.Module) -> dict[str, float]:
+    def __call__(self, model: nn.Module) -> dict[str, float | str]:
         from bevsimdet.eval.dist import gather_results
         from bevsimdet.eval.metrics import evaluate
 
@@ -120,10 +127,10 @@ class Evaluator:
         local = predict(model, self.postprocess, self.loader, self.device, amp_dtype=self.amp_dtype, progress=self.progress, depth_stats=stats)
         results = gather_results(local)
         depth = stats.summary() if stats is not None else {}
-        summary: dict[str, float] = {}
+        summary: dict[str, float | str] = {}
         if dist.is_main():
             full = evaluate(results, self.gt).to_dict()
-            summary = {**summarize(full), **depth}
+            summary = {**summarize(full), **depth, **({"diagnostic": self.diagnostic} if self.diagnostic else {})}
             self.last = {**summary, **full}
         return dist.broadcast_json(summary)  # every rank returns the main rank's numbers
 
@@ -156,11 +163,12 @@ def _load_model(cfg: Any, checkpoint: str | Path) -> tuple[nn.Module, torch.devi
 def build_evaluator(cfg: Any, split: str, device: torch.device, *, progress: bool = True) -> Evaluator:
     """Evaluator over ``split`` of ``cfg.data`` with ``cfg.model``'s post-processing."""
     from bevsimdet.eval.gt import load_gt
-    from bevsimdet.models.build import HAS_CAMERA, build_postprocess, depth_bound
+    from bevsimdet.models.build import HAS_CAMERA, build_postprocess, depth_bound, diagnostic
 
     gt = load_gt(cfg.data.dataroot, cfg.data.version, split) if dist.is_main() else None
     dbound = depth_bound(cfg.model) if cfg.model.type in HAS_CAMERA and cfg.data.load_points else None
-    return Evaluator(_split_loader(cfg, split), build_postprocess(cfg.model).to(device), gt, device, amp_dtype=_amp_dtype(cfg), progress=progress, dbound=dbound)
+    return Evaluator(_split_loader(cfg, split), build_postprocess(cfg.model).to(device), gt, device, amp_dtype=_amp_dtype(cfg), progress=progress, dbound=dbound,
+                     diagnostic=diagnostic(cfg.model))
 
 
 def evaluate_model(cfg: Any, checkpoint: str | Path, split: str | None = None, *, progress: bool = True) -> dict[str, Any]:

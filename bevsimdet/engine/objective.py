@@ -121,7 +121,11 @@ class DetectionObjective:
         self.weights = dict(weights or {})
 
     def terms(self, model: nn.Module, batch: Batch) -> tuple[dict[str, Tensor], DetectorOutput]:
-        output = model(batch)
+        from bevsimdet.models.detectors import model_input
+
+        # a camera model trains on a batch without LiDAR too; the criterion keeps the full batch
+        # (the depth term's LiDAR targets are supervision, not input)
+        output = model(model_input(model, batch))
         return self.criterion(output, batch), output
 
 

@@ -38,7 +38,7 @@ from bevsimdet.engine.runlog import RunLogger
 from bevsimdet.errors import DataError, UserError
 from bevsimdet.io import atomic_write_json
 
-Validator = Callable[[nn.Module], Mapping[str, float]]
+Validator = Callable[[nn.Module], Mapping[str, float | str]]  # numbers, plus text labels
 
 
 class NonFiniteLossError(UserError):
@@ -147,7 +147,7 @@ class Trainer:
         self.epoch = 0
         self.micro = 0  # micro-batches of `epoch` already consumed
         self.best: float | None = None
-        self.metrics: dict[str, float] = {}
+        self.metrics: dict[str, float | str] = {}
         self.stop_signal: int | None = None  # set by SIGTERM/SIGINT: stop and save at the next step
         self._saved_step = -1
 
@@ -302,7 +302,8 @@ class Trainer:
         with ctx as m:
             m.eval()
             with torch.no_grad():
-                metrics = {k: float(v) for k, v in dict(self.validate(m)).items()}
+                # a label (e.g. the evaluator's "diagnostic") stays text; every number is a float
+                metrics = {k: v if isinstance(v, str) else float(v) for k, v in dict(self.validate(m)).items()}
         self.model.train(was_training)
         return metrics
 

@@ -14,6 +14,27 @@ from bevsimdet.models.view_transform import grid_size
 
 HAS_CAMERA = ("camera", "fusion", "student")
 HAS_LIDAR = ("lidar", "fusion")
+ORACLE_DIAGNOSTIC = "diagnostic: oracle LiDAR depth (model.camera.oracle_depth), not camera-only"
+
+
+def reads_lidar(cfg: ModelConfig) -> bool:
+    """Whether the detector of ``cfg`` reads LiDAR points at test time (the config-side twin of
+    :func:`bevsimdet.models.detectors.uses_lidar`, for checks before any model is built)."""
+    return cfg.type in HAS_LIDAR or (cfg.type == "camera" and cfg.camera.oracle_depth)
+
+
+def diagnostic(cfg: ModelConfig) -> str | None:
+    """The label every output of a diagnostic model carries (metrics.json, run log, tables), or
+    None for a model whose numbers are a real result: a camera model with oracle LiDAR depth is
+    the ceiling of camera geometry, not a camera-only detector."""
+    return ORACLE_DIAGNOSTIC if cfg.type in HAS_CAMERA and cfg.camera.oracle_depth else None
+
+
+def check_student(cfg: ModelConfig) -> None:
+    """A student stays camera-only: the oracle-depth diagnostic (LiDAR depth at test time) is refused."""
+    if cfg.type == "student" and cfg.camera.oracle_depth:
+        raise ConfigError("model.camera.oracle_depth reads LiDAR depth at test time; a student must stay camera-only (it is a diagnostic of the camera baseline)",
+                          fix="set model.camera.oracle_depth: false in the student config (configs/ablations/camera_oracle.yaml is the diagnostic)")
 
 
 def build_image_encoder(cfg: ModelConfig) -> nn.Module:
@@ -134,6 +155,7 @@ def build_student(cfg: ModelConfig) -> nn.Module:
     from bevsimdet.models.gcm import GCM
     from bevsimdet.models.student import Student, bev_projection
 
+    check_student(cfg)
     sc = cfg.student
     # built in this order so a seeded initialisation gives the same weights as before
     camera_vt = build_view_transform(cfg)
@@ -195,4 +217,5 @@ def yaw_multiples(h: HeadConfig) -> list[int] | None:
 __all__ = [
     "build_detector", "build_student", "build_criterion", "build_postprocess", "build_image_encoder", "build_view_transform",
     "build_lidar_encoder", "build_decoder", "build_head", "bev_grid", "bev_range", "depth_bound", "fused_channels",
+    "reads_lidar", "diagnostic", "check_student", "ORACLE_DIAGNOSTIC",
 ]

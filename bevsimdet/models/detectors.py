@@ -9,11 +9,17 @@
 
 :class:`CameraDetector` (the BEVFusion-C baseline) reads only the images and camera matrices of
 a batch, never ``batch.points``; :class:`FusionDetector` is the teacher.
+
+Every detector declares ``uses_lidar``: whether its forward reads ``batch.points``. Evaluation,
+inference and training hand a model :func:`model_input` of a batch, so a camera-only model
+(baseline, student) is given a batch without LiDAR and no path can feed it points; only the
+``model.camera.oracle_depth`` diagnostic makes a camera model read LiDAR, and it says so.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from bevsimdet.data.batch import Batch
 from bevsimdet.models.output import DetectorOutput
@@ -25,10 +31,33 @@ def _points(batch: Batch, who: str) -> list[Tensor]:
     return batch.points
 
 
+def uses_lidar(model: nn.Module) -> bool:
+    """Whether ``model``'s forward reads ``batch.points`` (its ``uses_lidar``; DDP / DataParallel
+    wrappers are looked through). A module that does not declare it is a programming error:
+    guessing would either feed a camera model points or starve a LiDAR one."""
+    inner = model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
+    flag = getattr(inner, "uses_lidar", None)
+    if flag is None:
+        raise TypeError(f"{type(inner).__name__} does not declare uses_lidar (whether its forward reads batch.points)")
+    return bool(flag)
+
+
+def model_input(model: nn.Module, batch: Batch) -> Batch:
+    """The batch ``model`` is given: ``batch`` itself for a model that reads LiDAR, else
+    ``batch.without_lidar()``. The one place that decides; the caller keeps the full batch for
+    what is not the model's input (targets, depth agreement against LiDAR)."""
+    return batch if uses_lidar(model) else batch.without_lidar()
+
+
 class CameraDetector(nn.Module):
     """Camera-only detector: ``feats`` camera_bev, decoder_bev; ``depth`` from the LSS."""
 
     modality = "camera"
+
+    @property
+    def uses_lidar(self) -> bool:
+        # only the oracle-depth diagnostic reads LiDAR (one-hot LiDAR depth instead of the learned one)
+        return bool(getattr(self.view_transform, "oracle_depth", False))
 
     def __init__(self, image_encoder: nn.Module, view_transform: nn.Module, decoder: nn.Module, head: nn.Module):
         super().__init__()
@@ -47,6 +76,7 @@ class LidarDetector(nn.Module):
     """LiDAR-only detector: ``feats`` lidar_bev, decoder_bev."""
 
     modality = "lidar"
+    uses_lidar = True
 
     def __init__(self, lidar_encoder: nn.Module, decoder: nn.Module, head: nn.Module):
         super().__init__()
@@ -65,6 +95,7 @@ class FusionDetector(nn.Module):
     decoder_bev; ``depth`` from the LSS."""
 
     modality = "fusion"
+    uses_lidar = True
 
     def __init__(self, image_encoder: nn.Module, view_transform: nn.Module, lidar_encoder: nn.Module, fuser: nn.Module, decoder: nn.Module, head: nn.Module):
         super().__init__()
@@ -84,4 +115,4 @@ class FusionDetector(nn.Module):
         return DetectorOutput(preds=self.head(decoded), feats=feats, depth=depth)
 
 
-__all__ = ["CameraDetector", "LidarDetector", "FusionDetector"]
+__all__ = ["CameraDetector", "LidarDetector", "FusionDetector", "uses_lidar", "model_input"]

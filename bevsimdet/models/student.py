@@ -57,6 +57,8 @@ class Student(nn.Module):
         adapters: feature name -> 1x1 conv, for distillation pairs whose widths differ.
     """
 
+    uses_lidar = False  # camera-only by construction (build_student refuses the oracle-depth diagnostic)
+
     def __init__(
         self,
         image_encoder: nn.Module,

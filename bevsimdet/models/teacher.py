@@ -25,6 +25,12 @@ class FrozenTeacher(nn.Module):
         self.detector.requires_grad_(False)
         super().train(False)
 
+    @property
+    def uses_lidar(self) -> bool:
+        from bevsimdet.models.detectors import uses_lidar
+
+        return uses_lidar(self.detector)
+
     def train(self, mode: bool = True) -> "FrozenTeacher":
         return super().train(False)
 

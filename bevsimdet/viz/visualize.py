@@ -57,7 +57,8 @@ def visualize(
     from bevsimdet.data.dataset import build_dataset
     from bevsimdet.data.loader import collate
     from bevsimdet.infer import load_detector
-    from bevsimdet.models.build import build_postprocess
+    from bevsimdet.models.build import build_postprocess, diagnostic
+    from bevsimdet.models.detectors import model_input
     from bevsimdet.progress import progress_bar
     from bevsimdet.viz.sample import render_sample
 
@@ -71,16 +72,19 @@ def visualize(
     postprocess = build_postprocess(cfg.model)
     teacher_model = _teacher(teacher, teacher_config, device) if teacher is not None else None
 
+    diag = diagnostic(cfg.model)
+    name = f"{cfg.name} ({diag})" if diag else cfg.name
     written: list[Path] = []
     for k, i in enumerate(progress_bar(indices, desc="visualize", unit="sample", allowed=progress)):
         batch = collate([dataset[i]])
         on_device = batch.to(device)
-        output = model(on_device)
+        # the points are loaded for the drawing and the teacher; a camera model is not given them
+        output = model(model_input(model, on_device))
         dets = postprocess(output, on_device)
         token = batch.meta[0].sample_token
         png = out_dir / (f"{k:03d}_{token}.png" if scene is not None else f"{token}.png")
         written.append(render_sample(batch, 0, png, detections=dets[0], score_threshold=score_threshold,
-                                     title=f"{cfg.name}: sample {token} (GT solid, predictions dashed, score >= {score_threshold:g})"))
+                                     title=f"{name}: sample {token} (GT solid, predictions dashed, score >= {score_threshold:g})"))
         if teacher_model is not None and k == 0:
             written.append(_feature_png(cfg, teacher_model(on_device).feats, output.feats, out_dir / f"features_{token}.png", token))
     if gif:
