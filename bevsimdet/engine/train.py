@@ -93,7 +93,7 @@ def run_training(
     from bevsimdet.models.build import build_detector
 
     dataset = build_dataset(cfg.data, cfg.data.train_split, train=True)
-    loader = build_dataloader(dataset, tc.batch_size, shuffle=True, seed=cfg.seed, num_workers=tc.num_workers, distributed=dist.is_dist())
+    loader = build_dataloader(dataset, tc.batch_size, shuffle=True, seed=cfg.seed, num_workers=tc.num_workers, distributed=dist.is_dist(), sampler=cfg.data.sampler)
     model = build_detector(cfg.model).to(device)
     objective = (objective_factory or detection_objective)(cfg, model)
     optimizer = build_optimizer(tc, model)
