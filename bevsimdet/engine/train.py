@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ from bevsimdet.engine.config import InitFromConfig, TrainConfig
 from bevsimdet.engine.objective import DetectionObjective, Objective
 from bevsimdet.engine.trainer import Trainer, seed_all
 from bevsimdet.errors import UserError
+
+if TYPE_CHECKING:
+    from bevsimdet.weights import InitReport
 
 ObjectiveFactory = Callable[[Any, nn.Module], Objective]
 
@@ -53,7 +56,7 @@ def check_init_from(init: InitFromConfig, resume: bool) -> None:
                         fix="train the earlier stage first (lidar -> fusion -> student) or set train.init_from.path to its checkpoint (null: start from scratch)")
 
 
-def init_from(init: InitFromConfig, model: nn.Module) -> list:
+def init_from(init: InitFromConfig, model: nn.Module) -> list[InitReport]:
     """Apply ``train.init_from`` to ``model`` (no-op without a path); returns the reports."""
     if not init.path:
         return []
@@ -63,7 +66,7 @@ def init_from(init: InitFromConfig, model: nn.Module) -> list:
     return [init_from_checkpoint(model, init.path, dict(init.prefix_map), strict=init.strict)]
 
 
-def write_init_reports(work_dir: Path, reports: list) -> None:
+def write_init_reports(work_dir: Path, reports: list[InitReport]) -> None:
     """Print each report's summary and write them all to ``<work_dir>/init_report.json`` (main rank)."""
     if not reports or not dist.is_main():
         return
@@ -94,8 +97,10 @@ def run_training(
     final checkpoint (``<work_dir>/checkpoints/latest.safetensors``).
 
     ``objective_factory(cfg, model)`` replaces the default detection objective (distillation
-    passes one holding its frozen teacher). Under torchrun every rank calls this; only the main
-    rank writes files. Raises :class:`TrainingInterrupted` when stopped by a signal.
+    passes one holding its frozen teacher); an objective's ``init_reports`` (weights it copied
+    into the model, e.g. ``distill.init_from_teacher``) join ``train.init_from``'s report in
+    ``init_report.json``. On ``resume`` neither is written and ``train.init_from`` is skipped.
+    Under torchrun every rank calls this; only the main rank writes files. Raises :class:`TrainingInterrupted` when stopped by a signal.
     """
     from bevsimdet.config import config_to_dict, save_config
 
