@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -139,9 +140,119 @@ def load_weights(path: str | os.PathLike, model: nn.Module, prefer_ema: bool = F
     return meta
 
 
+# --------------------------------------------------------------------------------------------
+# starting a model from (part of) another model's weights
+
+
+def _under(key: str, prefix: str) -> bool:
+    """``key`` lies in module ``prefix`` ("" is the whole model)."""
+    return prefix == "" or key == prefix or key.startswith(prefix + ".")
+
+
+def _rename(key: str, prefix: str, to: str) -> str:
+    rest = key[len(prefix):].lstrip(".") if prefix else key
+    return ".".join(p for p in (to, rest) if p)
+
+
+@dataclass
+class InitReport:
+    """What starting a model from other weights did, by model key (sorted lists).
+
+    * ``loaded``: model keys filled from the source.
+    * ``missing``: model keys under a mapped prefix whose source key does not exist.
+    * ``unexpected``: source keys under a mapped source prefix that no model key took.
+    * ``shape_mismatched``: model keys whose source tensor has another shape (left as they were).
+    * ``untouched``: how many model keys lie outside every mapped prefix (left as they were).
+    """
+
+    source: str
+    prefix_map: dict[str, str]
+    strict: bool
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatched: list[str] = field(default_factory=list)
+    untouched: int = 0
+
+    @property
+    def problems(self) -> str:
+        """The mismatches on one line ("" when there are none)."""
+        parts = [f"{what} {len(keys)} keys ({names(keys)})" for what, keys in
+                 (("missing", self.missing), ("unexpected", self.unexpected), ("shape-mismatched", self.shape_mismatched)) if keys]
+        return "; ".join(parts)
+
+    def summary(self) -> str:
+        return (f"init from {self.source}: loaded {len(self.loaded)} tensors, missing {len(self.missing)}, unexpected {len(self.unexpected)}, "
+                f"shape-mismatched {len(self.shape_mismatched)}, {self.untouched} outside the mapped prefixes left as built")
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source, "prefix_map": self.prefix_map, "strict": self.strict, "loaded": self.loaded,
+            "missing": self.missing, "unexpected": self.unexpected, "shape_mismatched": self.shape_mismatched, "untouched": self.untouched,
+        }
+
+
+def map_weights(source: Mapping[str, Tensor], own: Mapping[str, Tensor], prefix_map: Mapping[str, str], name: str = "weights",
+                strict: bool = True) -> tuple[dict[str, Tensor], InitReport]:
+    """The tensors of ``source`` that fill ``own`` (a model's ``state_dict``), and the report.
+
+    ``prefix_map`` maps *model* prefixes to *source* prefixes (module names, "" for the whole
+    model; a trailing dot is ignored); each model key takes the longest model prefix it lies
+    under, so one source module can fill several model modules (the teacher's camera LSS fills
+    both student view transforms). An empty map is ``{"": ""}``: every key from the same name.
+    """
+    pm = {str(k).rstrip("."): str(v).rstrip(".") for k, v in (prefix_map or {"": ""}).items()}
+    report = InitReport(source=name, prefix_map=dict(prefix_map or {}), strict=strict)
+    taken: dict[str, Tensor] = {}
+    asked: set[str] = set()
+    for key in own:
+        hits = [m for m in pm if _under(key, m)]
+        if not hits:
+            report.untouched += 1
+            continue
+        model_prefix = max(hits, key=len)
+        src = _rename(key, model_prefix, pm[model_prefix])
+        asked.add(src)
+        if src not in source:
+            report.missing.append(key)
+        elif tuple(source[src].shape) != tuple(own[key].shape):
+            report.shape_mismatched.append(key)
+        else:
+            taken[key] = source[src]
+            report.loaded.append(key)
+    report.unexpected = [k for k in source if k not in asked and any(_under(k, p) for p in pm.values())]
+    for keys in (report.loaded, report.missing, report.unexpected, report.shape_mismatched):
+        keys.sort()
+    return taken, report
+
+
+def init_model(model: nn.Module, source: Mapping[str, Tensor], prefix_map: Mapping[str, str], *, strict: bool, name: str) -> InitReport:
+    """Copy the mapped ``source`` tensors into ``model`` (see :func:`map_weights`); the rest of
+    the model stays as built. With ``strict`` any missing / unexpected / mis-shaped key raises a
+    one-line :class:`CheckpointError` before the model changes; without, those keys are skipped."""
+    own = unwrap(model).state_dict()
+    taken, report = map_weights(source, own, prefix_map, name, strict)
+    if strict and report.problems:
+        raise CheckpointError(f"{name} does not fit the mapped parts of this model: {report.problems}",
+                              fix="fix train.init_from.prefix_map, or set train.init_from.strict: false to load what fits")
+    unwrap(model).load_state_dict(taken, strict=False)  # copies into the model's own tensors
+    return report
+
+
+def init_from_checkpoint(model: nn.Module, path: str | os.PathLike, prefix_map: Mapping[str, str], *, strict: bool) -> InitReport:
+    """:func:`init_model` from a checkpoint's (or weight file's) model weights, EMA ones when the
+    file has them (as the teacher is loaded)."""
+    tensors, _ = read_checkpoint(path)
+    return init_model(model, model_weights(tensors, prefer_ema=True), prefix_map, strict=strict, name=str(path))
+
+
 __all__ = [
     "CHECKPOINT_SUFFIX",
     "CheckpointError",
+    "InitReport",
+    "init_from_checkpoint",
+    "init_model",
+    "map_weights",
     "FORMAT_VERSION",
     "META_KEY",
     "check_state_compatible",

@@ -7,6 +7,7 @@ Defaults are the demo scale (the synthetic world at ``--image-scale 0.25``, 400 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass
@@ -36,5 +37,9 @@ class DataConfig:
     max_sweeps: int = 9  # sweeps stored in the info files by `prepare`
     load_dim: int = 5  # floats per point in the .pcd.bin files
     use_valid_flag: bool = False  # keep only GT boxes with >= 1 LiDAR or radar point
-    skip_bad_samples: bool = False  # skip (and count) samples with missing/corrupt files
+    skip_bad_samples: bool = False
+    # training order: random (each keyframe once per epoch, shuffled) or cbgs (class-balanced
+    # resampling: samples of rare classes repeated until each class is in about as many drawn
+    # samples; an epoch then has about as many samples as there are (sample, class present) pairs)
+    sampler: Literal["random", "cbgs"] = "random"  # skip (and count) samples with missing/corrupt files
     prepare_workers: int = 2  # processes for building missing info files

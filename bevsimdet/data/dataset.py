@@ -159,6 +159,11 @@ class NuScenesDataset(Dataset):
                 return i
         raise DataError(f"sample token {token} is not in split '{self.infos.split}'", fix="pick a token from `bevsimdet inspect`")
 
+    def sample_classes(self) -> list[frozenset[int]]:
+        """Per sample, the detection-class labels annotated in it (what class-balanced sampling
+        groups by; valid boxes only with ``use_valid_flag``, before any range filter)."""
+        return [frozenset(int(c) for c in self.gt_of(info)[1]) for info in self.samples]
+
     def files_of(self, info: SampleInfo) -> list[Path]:
         files = [self.dataroot / info.cams[c].path for c in self.cameras]
         if self.load_points:

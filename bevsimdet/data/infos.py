@@ -39,7 +39,12 @@ from bevsimdet.geometry.transforms import invert, pose_matrix
 SCHEMA_VERSION = 1
 BOX_CONVENTION = "bevsimdet/v1: keyframe-ego xyz-centre wlh yaw-ccw-from-x vxvy"
 DEFAULT_DIRNAME = "bevsimdet_infos"
-MANIFEST = "manifest.json"
+
+
+def manifest_path(out_dir: str | Path, version: str) -> Path:
+    """The manifest of ``version``'s info files: one per version, so that preparing v1.0-test
+    into the folder of v1.0-trainval's infos does not make the next trainval prepare rebuild."""
+    return Path(out_dir) / f"manifest_{version}.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,10 +565,10 @@ def create_infos(
     check_dataroot(dataroot, version)
     paths = {s: info_path(out_dir, s, compress) for s in splits}
     fingerprint = _fingerprint(dataroot, version, max_sweeps)
-    manifest_path = out_dir / MANIFEST
-    if not force and manifest_path.is_file() and all(p.is_file() for p in paths.values()):
+    manifest_file = manifest_path(out_dir, version)
+    if not force and manifest_file.is_file() and all(p.is_file() for p in paths.values()):
         try:
-            manifest = json.loads(manifest_path.read_text())
+            manifest = json.loads(manifest_file.read_text())
         except ValueError:
             manifest = {}
         if manifest.get("fingerprint") == fingerprint and manifest.get("files") == {s: p.name for s, p in paths.items()}:
@@ -599,7 +604,7 @@ def create_infos(
         _write_doc(paths[split], version, split, max_sweeps, [r for s, tok in wanted if s == split for r in results[tok]])
     from bevsimdet.io import atomic_write_json
 
-    atomic_write_json(manifest_path, {"fingerprint": fingerprint, "files": {s: p.name for s, p in paths.items()}}, indent=1)
+    atomic_write_json(manifest_file, {"fingerprint": fingerprint, "files": {s: p.name for s, p in paths.items()}}, indent=1)
     return paths
 
 

@@ -7,12 +7,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from bevsimdet.errors import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from bevsimdet.weights import InitReport
 
 
 def teacher_config_from(checkpoint: str | Path, config: str | Path | None = None) -> Any:
@@ -119,14 +122,14 @@ TEACHER_PARTS = {
 }
 
 
-def init_from_teacher(student: nn.Module, teacher: nn.Module, parts: list[str]) -> int:
+def teacher_init(student: nn.Module, teacher: nn.Module, parts: list[str]) -> "InitReport":
     """Copy the frozen teacher's weights (and BatchNorm statistics) into the student's ``parts``
-    (names of :data:`TEACHER_PARTS`); returns the number of tensors copied. A part whose keys or
+    (names of :data:`TEACHER_PARTS`) through :func:`bevsimdet.weights.init_model`, the mechanism
+    of ``train.init_from``, with the prefix map ``{part: teacher module}``. A part whose keys or
     shapes differ from the teacher's raises a one-line ``ConfigError`` naming the first mismatch."""
-    from bevsimdet.weights import state_mismatches
+    from bevsimdet.weights import init_model, map_weights
 
     detector = getattr(teacher, "detector", teacher)
-    copied = 0
     for part in parts:
         if part not in TEACHER_PARTS:
             raise ConfigError(f"distill.init_from_teacher: unknown part '{part}'", fix="choose from " + ", ".join(TEACHER_PARTS))
@@ -137,18 +140,25 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, parts: list[str]) 
                 f"distill.init_from_teacher: the {'teacher has no ' + TEACHER_PARTS[part] if source is None else 'student has no ' + part}",
                 fix=f"drop '{part}' from distill.init_from_teacher",
             )
-        src, dst = source.state_dict(), target.state_dict()
-        wrong = sorted(set().union(*state_mismatches(src, dst)))
+    src, own = detector.state_dict(), student.state_dict()
+    for part in parts:  # per part, so that the error names the part and the teacher's module
+        _, report = map_weights(src, own, {part: TEACHER_PARTS[part]})
+        wrong = sorted(report.missing + report.shape_mismatched + report.unexpected)
         if wrong:
             key = wrong[0]
-            have = lambda sd: tuple(sd[key].shape) if key in sd else "missing"  # noqa: E731
+            tkey = key if key in report.unexpected else TEACHER_PARTS[part] + key[len(part):]
+            skey = part + key[len(TEACHER_PARTS[part]):] if key in report.unexpected else key
+            have = lambda sd, k: tuple(sd[k].shape) if k in sd else "missing"  # noqa: E731
             raise ConfigError(
-                f"distill.init_from_teacher: student {part}.{key} {have(dst)} does not match the teacher's {TEACHER_PARTS[part]}.{key} {have(src)}",
+                f"distill.init_from_teacher: student {skey} {have(own, skey)} does not match the teacher's {tkey} {have(src, tkey)}",
                 fix=f"give the student's {part} the teacher's architecture, or drop '{part}' from distill.init_from_teacher",
             )
-        target.load_state_dict(src)  # copies into the student's own tensors
-        copied += len(src)
-    return copied
+    return init_model(student, src, {p: TEACHER_PARTS[p] for p in parts}, strict=True, name="the frozen teacher")
+
+
+def init_from_teacher(student: nn.Module, teacher: nn.Module, parts: list[str]) -> int:
+    """:func:`teacher_init`; returns the number of tensors copied."""
+    return len(teacher_init(student, teacher, parts).loaded)
 
 
 def load_frozen_teacher(teacher_cfg: Any, checkpoint: str | Path, device: torch.device) -> nn.Module:
@@ -175,14 +185,18 @@ def distillation_objective_factory(teacher_cfg: Any | None, teacher_checkpoint: 
 
     def make(cfg: Any, model: nn.Module):
         teacher = None
+        reports = []
         if needs_teacher(cfg):
             device = next(model.parameters()).device
             tcfg = teacher_cfg if teacher_cfg is not None else teacher_config_from(teacher_checkpoint, cfg.distill.teacher_config)
             check_teacher_fits(cfg, tcfg)  # before loading its weights
             teacher = load_frozen_teacher(tcfg, teacher_checkpoint, device)
             # before the trainer copies the model into its EMA; --resume then overwrites it all
-            init_from_teacher(model, teacher, cfg.distill.init_from_teacher)
-        return build_distillation_objective(cfg, model, teacher)
+            if cfg.distill.init_from_teacher:
+                reports.append(teacher_init(model, teacher, cfg.distill.init_from_teacher))
+        objective = build_distillation_objective(cfg, model, teacher)
+        objective.init_reports = reports  # run_training writes them into the run directory
+        return objective
 
     return make
 
@@ -221,4 +235,4 @@ def run_distillation(
     return run_training(cfg, work_dir, resume=resume, objective_factory=factory, progress=progress)
 
 
-__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "TEACHER_PARTS", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
+__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "teacher_init", "TEACHER_PARTS", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]

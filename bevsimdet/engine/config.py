@@ -34,6 +34,28 @@ class ScheduleConfig:
 
 
 @dataclass
+class InitFromConfig:
+    """Start the model from (part of) another run's checkpoint (staged training: LiDAR-only ->
+    fusion -> student). Skipped by ``--resume``: the resumed state wins.
+
+    * ``path``: a checkpoint (its EMA weights when it has them) or weight file; null: off.
+    * ``prefix_map``: *this model's* module prefix -> the checkpoint's prefix; each key takes the
+      longest prefix it lies under, keys outside every prefix keep their initialisation. Empty:
+      every key from the same name, e.g. ``{lidar_encoder: lidar_encoder, decoder: decoder,
+      head: head}`` loads a LiDAR-only run into a fusion model's LiDAR branch, decoder and head.
+    * ``strict``: every mapped key must exist in both with the same shape (a one-line error
+      otherwise); false loads what fits and reports the rest.
+
+    The report (loaded / missing / unexpected / shape-mismatched keys) goes to
+    ``<work_dir>/init_report.json``.
+    """
+
+    path: str | None = None
+    prefix_map: dict[str, str] = field(default_factory=dict)
+    strict: bool = True
+
+
+@dataclass
 class TrainConfig:
     batch_size: int = 2  # samples per process per micro-batch
     lr: float = 2e-4
@@ -60,3 +82,4 @@ class TrainConfig:
     best_metric: str = "NDS"  # validation metric that selects checkpoints/best.safetensors
     device: str = "auto"  # auto | cpu | cuda
     dist_timeout_s: float = 1800.0  # collectives (barriers, result gathering) fail after this
+    init_from: InitFromConfig = field(default_factory=InitFromConfig)  # staged training (see InitFromConfig)

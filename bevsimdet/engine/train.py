@@ -8,12 +8,14 @@ Run directory layout::
     <work_dir>/tensorboard/                  TensorBoard scalars
     <work_dir>/metrics.json                  metrics of the last validation
     <work_dir>/curves.png                    validation metrics against steps (redrawn at every validation)
+    <work_dir>/init_report.json              what train.init_from / distill.init_from_teacher loaded (if used)
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -21,10 +23,13 @@ from torch import nn
 from bevsimdet.engine import dist
 from bevsimdet.engine.build import build_optimizer, build_scheduler
 from bevsimdet.engine.checkpoint import CheckpointError, CheckpointManager, check_config_compatible, read_checkpoint
-from bevsimdet.engine.config import TrainConfig
+from bevsimdet.engine.config import InitFromConfig, TrainConfig
 from bevsimdet.engine.objective import DetectionObjective, Objective
 from bevsimdet.engine.trainer import Trainer, seed_all
 from bevsimdet.errors import UserError
+
+if TYPE_CHECKING:
+    from bevsimdet.weights import InitReport
 
 ObjectiveFactory = Callable[[Any, nn.Module], Objective]
 
@@ -42,6 +47,34 @@ def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
     if train.max_steps:
         return int(train.max_steps)
     return max(train.epochs * batches_per_epoch // train.accum_steps, 1)
+
+
+def check_init_from(init: InitFromConfig, resume: bool) -> None:
+    """Fail before any data is read when ``train.init_from.path`` does not exist (fresh runs)."""
+    if init.path and not resume and not Path(init.path).is_file():
+        raise UserError(f"train.init_from.path: checkpoint not found: {init.path}",
+                        fix="train the earlier stage first (lidar -> fusion -> student) or set train.init_from.path to its checkpoint (null: start from scratch)")
+
+
+def init_from(init: InitFromConfig, model: nn.Module) -> list[InitReport]:
+    """Apply ``train.init_from`` to ``model`` (no-op without a path); returns the reports."""
+    if not init.path:
+        return []
+    check_init_from(init, resume=False)
+    from bevsimdet.weights import init_from_checkpoint
+
+    return [init_from_checkpoint(model, init.path, dict(init.prefix_map), strict=init.strict)]
+
+
+def write_init_reports(work_dir: Path, reports: list[InitReport]) -> None:
+    """Print each report's summary and write them all to ``<work_dir>/init_report.json`` (main rank)."""
+    if not reports or not dist.is_main():
+        return
+    from bevsimdet.io import atomic_write_json
+
+    for r in reports:
+        print(r.summary() + (f" ({r.problems})" if r.problems else ""), file=sys.stderr)
+    atomic_write_json(work_dir / "init_report.json", [r.to_json() for r in reports], indent=1)
 
 
 def detection_objective(cfg: Any, model: nn.Module) -> Objective:
@@ -64,8 +97,10 @@ def run_training(
     final checkpoint (``<work_dir>/checkpoints/latest.safetensors``).
 
     ``objective_factory(cfg, model)`` replaces the default detection objective (distillation
-    passes one holding its frozen teacher). Under torchrun every rank calls this; only the main
-    rank writes files. Raises :class:`TrainingInterrupted` when stopped by a signal.
+    passes one holding its frozen teacher); an objective's ``init_reports`` (weights it copied
+    into the model, e.g. ``distill.init_from_teacher``) join ``train.init_from``'s report in
+    ``init_report.json``. On ``resume`` neither is written and ``train.init_from`` is skipped.
+    Under torchrun every rank calls this; only the main rank writes files. Raises :class:`TrainingInterrupted` when stopped by a signal.
     """
     from bevsimdet.config import config_to_dict, save_config
 
@@ -79,6 +114,7 @@ def run_training(
     config_dict = config_to_dict(cfg)
     if resume:
         check_config_compatible(read_checkpoint(ckpts.latest)[1].get("config"), config_dict, ckpts.latest)
+    check_init_from(tc.init_from, resume)
 
     device = dist.select_device(tc.device)
     dist.init_distributed(device, tc.dist_timeout_s)
@@ -93,9 +129,12 @@ def run_training(
     from bevsimdet.models.build import build_detector
 
     dataset = build_dataset(cfg.data, cfg.data.train_split, train=True)
-    loader = build_dataloader(dataset, tc.batch_size, shuffle=True, seed=cfg.seed, num_workers=tc.num_workers, distributed=dist.is_dist())
+    loader = build_dataloader(dataset, tc.batch_size, shuffle=True, seed=cfg.seed, num_workers=tc.num_workers, distributed=dist.is_dist(), sampler=cfg.data.sampler)
     model = build_detector(cfg.model).to(device)
+    reports = [] if resume else init_from(tc.init_from, model)  # the resumed state wins
     objective = (objective_factory or detection_objective)(cfg, model)
+    if not resume:
+        write_init_reports(work_dir, reports + list(getattr(objective, "init_reports", [])))
     optimizer = build_optimizer(tc, model)
     steps = total_steps(tc, len(loader))
     scheduler = build_scheduler(tc, optimizer, steps)
@@ -122,4 +161,4 @@ def run_training(
     return ckpts.latest
 
 
-__all__ = ["run_training", "total_steps", "detection_objective", "TrainingInterrupted", "ObjectiveFactory"]
+__all__ = ["run_training", "init_from", "write_init_reports", "check_init_from", "total_steps", "detection_objective", "TrainingInterrupted", "ObjectiveFactory"]
