@@ -19,6 +19,7 @@ def prepare_command(
     workers: int = typer.Option(2, "--workers", min=1, help="Parallel processes (one scene at a time each)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the info files are up to date."),
     gzip: bool = typer.Option(False, "--gzip", help="Write gzipped JSON (.json.gz)."),
+    gt_database: bool = typer.Option(False, "--gt-database", help="Also write the training split's GT database (objects' LiDAR points, for data.gt_paste)."),
     progress: Optional[bool] = progress_option(),
 ) -> None:
     """Build the info files (per-sample sensors, calibration, sweeps and GT boxes) of every split."""
@@ -37,6 +38,31 @@ def prepare_command(
         info = load_infos(path)
         table.add_row(split, str(len({s.scene_token for s in info.samples})), str(len(info)), str(sum(len(s.gt) for s in info.samples)), str(path))
     console.print(table)
+    if gt_database:
+        _gt_database(console, dataroot, paths, workers, force, progress)
+
+
+def _gt_database(console, dataroot: Path, paths: dict, workers: int, force: bool, progress: bool) -> None:
+    """Build the GT database of the training split(s) among ``paths`` and print its objects per class."""
+    import numpy as np
+    from rich.table import Table
+
+    from bevsimdet.data.classes import CLASSES
+    from bevsimdet.data.gt_database import create_gt_database, load_gt_database
+    from bevsimdet.errors import UserError
+
+    train = [s for s in paths if s in ("train", "mini_train")]
+    if not train:
+        raise UserError(f"--gt-database needs a training split, this version has {', '.join(paths)}", fix="run it with --version v1.0-trainval or v1.0-mini")
+    for split in train:
+        db = load_gt_database(create_gt_database(paths[split], dataroot, workers=workers, progress=progress, force=force))
+        table = Table(title=f"GT database of {split}: {db.path}")
+        for col in ("class", "objects", "median points"):
+            table.add_column(col, justify="right")
+        for k, c in enumerate(CLASSES):
+            n = db.counts[db.labels == k].sum(1)
+            table.add_row(c, str(len(n)), f"{float(np.median(n)):.0f}" if len(n) else "-")
+        console.print(table)
 
 
 def inspect_command(
