@@ -65,16 +65,14 @@ def moving_box_members(points: np.ndarray, boxes: np.ndarray) -> list[np.ndarray
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 9)
     if not len(points):
         return [np.zeros(0, np.int64) for _ in boxes]
-    # only the points in an x strip as wide as the box's reach can belong to it: a sample with
-    # sweeps has ~3e5 points and testing every one against every box costs seconds
-    order = np.argsort(points[:, 0], kind="stable")
-    xs = points[order, 0]
+    # only the points in a square as wide as the box's reach can belong to it: a sample with
+    # sweeps has ~3e5 points, and the exact test on all of them for every box costs seconds
+    x, y = points[:, 0], points[:, 1]
     max_lag = float(points[:, 4].max())
     out = []
     for b in boxes:
         reach = np.hypot(b[3], b[4]) / 2 + np.hypot(b[7], b[8]) * max_lag + 1e-3
-        lo, hi = np.searchsorted(xs, [b[0] - reach, b[0] + reach])
-        idx = np.sort(order[lo:hi])
+        idx = np.flatnonzero((np.abs(x - b[0]) <= reach) & (np.abs(y - b[1]) <= reach))
         p = points[idx].astype(np.float64)
         d = p[:, 0:3] - b[0:3]
         d[:, 0] += b[7] * p[:, 4]
@@ -186,7 +184,8 @@ def create_gt_database(
 ) -> Path:
     """Build the GT database of one info file (normally the training split's); returns its folder
     (default ``gt_database_<split>`` next to the info file). Nothing is rebuilt when the folder's
-    index was made from the same info file (size, mtime) and ``load_dim`` unless ``force``."""
+    index was made from the same info file (size, mtime) and ``load_dim`` unless ``force``; a
+    damaged database is reported by its reader, not silently replaced (``force`` rebuilds it)."""
     from safetensors.numpy import save_file
 
     from bevsimdet.io import atomic_path, atomic_write_json
@@ -198,11 +197,11 @@ def create_gt_database(
     fingerprint = _fingerprint(info_path, load_dim)
     if not force and (out / INDEX).is_file():
         try:
-            if json.loads((out / INDEX).read_text()).get("fingerprint") == fingerprint:
-                load_gt_database(out)  # up to date and readable
-                return out
-        except (OSError, ValueError, DataError):
-            pass  # unreadable or stale: rebuild
+            index = json.loads((out / INDEX).read_bytes())
+        except (OSError, ValueError, RecursionError):
+            index = load_gt_database(out)  # raises its one-line error: a damaged database is reported, not replaced
+        if isinstance(index, dict) and index.get("fingerprint") == fingerprint:
+            return out  # up to date (its reader checks the files)
 
     n = len(infos.samples)
     results: list[dict[str, np.ndarray] | None] = [None] * n

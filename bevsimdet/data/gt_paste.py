@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from bevsimdet.data.gt_database import GTDatabase, from_box_frame, points_in_moving_boxes
+from bevsimdet.data.gt_database import GTDatabase, from_box_frame, moving_box_members
 from bevsimdet.errors import DataError
 from bevsimdet.geometry.bev import bev_iou
 
@@ -81,25 +81,25 @@ class ObjectPaste:
     def choose(self, labels: np.ndarray, occupied: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Database indices of the objects to paste into a sample with GT ``labels`` (M) and
         annotated boxes ``occupied`` (K x 9; no pasted box may overlap one of them)."""
-        placed = bev_boxes(occupied)
-        chosen: list[int] = []
+        draws = []
         for label, target in self.sample_groups.items():
             pool = self.pools[label]
             n = min(target - int((labels == label).sum()), len(pool))
-            if n <= 0:
-                continue
-            cand = rng.choice(pool, size=n, replace=False)
-            cb = bev_boxes(self.database.boxes[cand])
-            hits_placed = (bev_iou(cb, placed) > COLLISION_IOU).any(1) if len(placed) else torch.zeros(n, dtype=torch.bool)
-            hits_cand = bev_iou(cb, cb) > COLLISION_IOU
-            keep: list[int] = []
-            for j in range(n):
-                # earlier candidates of this class block later ones, as already placed boxes do
-                if not hits_placed[j] and not any(hits_cand[j, k] for k in keep):
-                    keep.append(j)
-            chosen += cand[keep].tolist()
-            placed = torch.cat([placed, cb[keep]])
-        return np.array(chosen, dtype=np.int64)
+            if n > 0:
+                draws.append(rng.choice(pool, size=n, replace=False))
+        if not draws:
+            return np.zeros(0, dtype=np.int64)
+        cand = np.concatenate(draws)
+        cb = bev_boxes(self.database.boxes[cand])
+        placed = bev_boxes(occupied)
+        hits_placed = (bev_iou(cb, placed) > COLLISION_IOU).any(1).numpy() if len(placed) else np.zeros(len(cand), dtype=bool)
+        hits_cand = (bev_iou(cb, cb) > COLLISION_IOU).numpy()
+        keep: list[int] = []
+        for j in range(len(cand)):
+            # an accepted candidate blocks the later ones, as the annotated boxes block all
+            if not hits_placed[j] and not hits_cand[j, keep].any():
+                keep.append(j)
+        return cand[keep]
 
     def __call__(
         self, points: np.ndarray, boxes: np.ndarray, labels: np.ndarray, occupied: np.ndarray, rng: np.random.Generator
@@ -115,7 +115,9 @@ class ObjectPaste:
         for i, box in zip(chosen, new_boxes):
             local, sweep = self.database.points_of(int(i))
             pasted.append(from_box_frame(local[np.isin(sweep, self.sweep_ids)], box))
-        inside = points_in_moving_boxes(points, new_boxes).any(1)
+        inside = np.zeros(len(points), dtype=bool)
+        for idx in moving_box_members(points, new_boxes):
+            inside[idx] = True
         return (
             np.concatenate(pasted + [points[~inside]]).astype(points.dtype, copy=False),
             np.concatenate([boxes.reshape(-1, 9), new_boxes]),
