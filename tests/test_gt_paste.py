@@ -257,3 +257,17 @@ def test_camera_and_student_models_refuse_gt_paste(config, tmp_path):
     with pytest.raises(ConfigError, match="LiDAR and fusion models"):
         run_training(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_prepare_gt_database_cli(tiny_world, tmp_path):
+    from typer.testing import CliRunner
+
+    from bevsimdet.cli import app
+
+    args = ["prepare", "--dataroot", str(tiny_world), "--out", str(tmp_path), "--max-sweeps", "1", "--workers", "2", "--gt-database", "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    db = load_gt_database(tmp_path / "gt_database_mini_train")
+    assert db.split == "mini_train" and db.max_sweeps == 1 and len(db) > 100
+    assert "GT database of mini_train" in res.output and "construction_vehicle" in res.output
