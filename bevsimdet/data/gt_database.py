@@ -204,6 +204,8 @@ def create_gt_database(
             return out  # up to date (its reader checks the files)
 
     n = len(infos.samples)
+    if not n:
+        raise DataError(f"info file {info_path} has no samples to build a GT database from", fix="build it from the training split's info file")
     results: list[dict[str, np.ndarray] | None] = [None] * n
     bar = progress_bar(total=n, desc=f"GT database {infos.split}", unit="sample", allowed=progress)
     try:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bevsimdet.geometry.bev import EPS, bev_corners, bev_iou, bev_iou_reference, intersection_area  # noqa: F401 (re-exported)
+from bevsimdet.geometry.bev import bev_corners, bev_iou, bev_iou_reference  # noqa: F401 (bev_corners, bev_iou_reference re-exported)
 
 
 def _greedy(order: Tensor, overlap: Tensor, post_max: int | None) -> Tensor:
