@@ -248,6 +248,24 @@ def test_config_builds_the_paste_and_rejects_mistakes(subset, tiny_world):
         build_object_paste(load_config("configs/demo_lidar.yaml", base + ["data.sweeps=2", "data.sweep_stride=2"]).data, progress=False)
 
 
+def test_paste_in_a_loader_worker_matches_the_main_process(subset, tiny_world):
+    """A forked loader worker reopens the database's data file itself and pastes the same."""
+    from bevsimdet.config import load_config
+    from bevsimdet.data.dataset import build_dataset
+    from bevsimdet.data.loader import SeededSampler, build_dataloader
+
+    sets = [f"data.dataroot={tiny_world}", f"data.info_dir={subset[0].parent}", "data.sweeps=2", "data.image_size=[64,128]"]
+    ds = build_dataset(load_config("configs/demo_lidar_paste.yaml", sets).data, "mini_train", train=True)
+    plain = build_dataset(load_config("configs/demo_lidar.yaml", sets).data, "mini_train", train=True)
+    assert ds.object_paste is not None and ds.object_paste.stop_epoch == 4 and plain.object_paste is None
+    ds.object_paste.database.points_of(0)  # the main process opens the file before the fork
+    batch = next(iter(build_dataloader(ds, 2, shuffle=True, seed=5, num_workers=1)))
+    keys = list(SeededSampler(len(ds), shuffle=True, seed=5))[:2]
+    for got, key in zip(batch.gt_boxes, keys):
+        assert torch.equal(got, ds[key].gt_boxes)
+    assert sum(len(b) for b in batch.gt_boxes) > sum(len(plain[key].gt_boxes) for key in keys)
+
+
 @pytest.mark.parametrize("config", ["configs/demo_camera.yaml", "configs/demo_student.yaml"])
 def test_camera_and_student_models_refuse_gt_paste(config, tmp_path):
     from bevsimdet.config import load_config
