@@ -20,6 +20,7 @@ def prepare_command(
     force: bool = typer.Option(False, "--force", help="Rebuild even if the info files are up to date."),
     gzip: bool = typer.Option(False, "--gzip", help="Write gzipped JSON (.json.gz)."),
     verify: bool = typer.Option(False, "--verify", help="Then read every image and point file the info files name (--workers processes); exit status 2 if any is missing or damaged."),
+    gt_database: bool = typer.Option(False, "--gt-database", help="Also write the training split's GT database (objects' LiDAR points, for data.gt_paste)."),
     progress: Optional[bool] = progress_option(),
 ) -> None:
     """Build the info files (per-sample sensors, calibration, sweeps and GT boxes) of every split;
@@ -43,6 +44,31 @@ def prepare_command(
         from bevsimdet.data.verify import run_verify
 
         run_verify(paths.values(), dataroot, next(iter(paths.values())).parent, workers=workers, progress=progress)
+    if gt_database:
+        _gt_database(console, dataroot, paths, workers, force, progress)
+
+
+def _gt_database(console, dataroot: Path, paths: dict, workers: int, force: bool, progress: bool) -> None:
+    """Build the GT database of the training split(s) among ``paths`` and print its objects per class."""
+    import numpy as np
+    from rich.table import Table
+
+    from bevsimdet.data.classes import CLASSES
+    from bevsimdet.data.gt_database import create_gt_database, load_gt_database
+    from bevsimdet.errors import UserError
+
+    train = [s for s in paths if s in ("train", "mini_train")]
+    if not train:
+        raise UserError(f"--gt-database needs a training split, this version has {', '.join(paths)}", fix="run it with --version v1.0-trainval or v1.0-mini")
+    for split in train:
+        db = load_gt_database(create_gt_database(paths[split], dataroot, workers=workers, progress=progress, force=force))
+        table = Table(title=f"GT database of {split}: {db.path}")
+        for col in ("class", "objects", "median points"):
+            table.add_column(col, justify="right")
+        for k, c in enumerate(CLASSES):
+            n = db.counts[db.labels == k].sum(1)
+            table.add_row(c, str(len(n)), f"{float(np.median(n)):.0f}" if len(n) else "-")
+        console.print(table)
 
 
 def inspect_command(

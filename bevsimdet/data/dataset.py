@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from bevsimdet.data import files
 from bevsimdet.data.batch import BOX_DIM, POINT_DIM, SampleMeta
 from bevsimdet.data.classes import CAMERAS, CLASS_TO_LABEL
+from bevsimdet.data.gt_paste import ObjectPaste
 from bevsimdet.data.infos import InfoFile, SampleInfo, load_infos
 from bevsimdet.data.transforms import BEVAug, ImageAug, apply_bev_aug, normalize_image, warp_image
 from bevsimdet.errors import DataError
@@ -79,6 +80,19 @@ def _skip_slot() -> int:
     return 0 if info is None else 1 + info.id % (SKIP_SLOTS - 1)
 
 
+def read_sweep(path: Path, sensor2ego: np.ndarray, lag: float, load_dim: int) -> np.ndarray:
+    """P x 5 float32 (x, y, z in the keyframe ego frame, intensity, ``lag``) of one LiDAR file;
+    a sweep (``lag > 0``) loses its returns within :data:`SWEEP_MIN_RANGE` of the sensor."""
+    pts = read_points(path, load_dim)
+    if lag > 0:
+        pts = pts[np.hypot(pts[:, 0], pts[:, 1]) >= SWEEP_MIN_RANGE]
+    out = np.empty((len(pts), POINT_DIM), dtype=np.float32)
+    out[:, :3] = pts[:, :3] @ sensor2ego[:3, :3].T.astype(np.float32) + sensor2ego[:3, 3].astype(np.float32)
+    out[:, 3] = pts[:, 3]
+    out[:, 4] = lag
+    return out
+
+
 class NuScenesDataset(Dataset):
     """Samples of one info file, images and LiDAR read from ``dataroot``.
 
@@ -89,7 +103,9 @@ class NuScenesDataset(Dataset):
     over 0.45 s, as 9 consecutive 20 Hz sweeps, for the points of 3). With
     ``skip_bad_samples`` a sample whose files are missing or corrupt is replaced by the next good
     one with a warning, and counted in :attr:`skipped` (DataLoader workers included: the count
-    lives in shared memory; per rank under torchrun).
+    lives in shared memory; per rank under torchrun). ``object_paste`` (training only) pastes
+    GT-database objects into the points before the BEV augmentation, in the sampler epochs it is
+    active for.
     """
 
     def __init__(
@@ -109,6 +125,7 @@ class NuScenesDataset(Dataset):
         use_valid_flag: bool = False,
         skip_bad_samples: bool = False,
         cameras: Sequence[str] = CAMERAS,
+        object_paste: ObjectPaste | None = None,
     ):
         self.infos = infos if isinstance(infos, InfoFile) else load_infos(infos)
         self.dataroot = Path(dataroot)
@@ -137,6 +154,9 @@ class NuScenesDataset(Dataset):
         # shared memory, one slot per process: workers' skips reach the main process, and no
         # two processes ever add to the same slot
         self._skips = torch.zeros(SKIP_SLOTS, dtype=torch.int64).share_memory_()
+        if object_paste is not None and not load_points:
+            raise DataError("GT-paste pastes LiDAR points, but the dataset loads none", fix="set data.load_points: true or data.gt_paste.enabled: false")
+        self.object_paste = object_paste
         self.samples: list[SampleInfo] = list(self.infos.samples)
         if skip_bad_samples:
             self._drop_missing()
@@ -184,12 +204,13 @@ class NuScenesDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, AugKey]) -> SampleItem:
         index, aug_key = key if isinstance(key, tuple) else (key, None)
+        epoch = None if aug_key is None else int(aug_key[1])
         if not self.skip_bad_samples:
-            return self.load(index, self._rng(index, aug_key))
+            return self.load(index, self._rng(index, aug_key), epoch)
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
             try:
-                return self.load(i, self._rng(i, aug_key))
+                return self.load(i, self._rng(i, aug_key), epoch)
             except DataError as e:
                 self._skips[_skip_slot()] += 1
                 log.warning("skipping sample %s: %s", self.samples[i].token, e)
@@ -203,8 +224,9 @@ class NuScenesDataset(Dataset):
             return np.random.default_rng(int(torch.randint(0, 2**62, ())))
         return np.random.default_rng([int(aug_key[0]), int(aug_key[1]), index])
 
-    def load(self, index: int, rng: np.random.Generator | None = None) -> SampleItem:
-        """Sample ``index`` with the augmentation drawn from ``rng`` (None: test transform)."""
+    def load(self, index: int, rng: np.random.Generator | None = None, epoch: int | None = None) -> SampleItem:
+        """Sample ``index`` with the augmentation drawn from ``rng`` (None: test transform);
+        ``epoch`` (the sampler's; None counts as 0) decides whether GT-paste is still on."""
         info = self.samples[index]
         images, img_augs = [], []
         for cam in self.cameras:
@@ -216,6 +238,9 @@ class NuScenesDataset(Dataset):
         points = self.load_lidar(info) if self.load_points else None
         boxes, labels = self.gt_of(info)
         bev = self.bev_aug.sample(rng)
+        if self.object_paste is not None and rng is not None and points is not None and self.object_paste.active(epoch):
+            # drawn after the BEV matrix, so turning the paste on leaves every other augmentation as it was
+            points, boxes, labels = self.object_paste(points, boxes, labels, info.gt.boxes, rng)
         points, boxes = apply_bev_aug(points, boxes, bev)
         if self.point_cloud_range is not None:
             lo, hi = self.point_cloud_range[:3], self.point_cloud_range[3:]
@@ -246,16 +271,8 @@ class NuScenesDataset(Dataset):
     def load_lidar(self, info: SampleInfo) -> np.ndarray:
         """P x 5 float32: the keyframe and its :meth:`sweeps_of` in the keyframe ego frame,
         with the time lag (s) in the last channel."""
-        parts = []
-        for path, sensor2ego, lag in [(info.lidar_path, info.lidar2ego, 0.0)] + [(w.path, w.sensor2ego, w.time_lag) for w in self.sweeps_of(info)]:
-            pts = read_points(self.dataroot / path, self.load_dim)
-            if lag > 0:
-                pts = pts[np.hypot(pts[:, 0], pts[:, 1]) >= SWEEP_MIN_RANGE]
-            out = np.empty((len(pts), POINT_DIM), dtype=np.float32)
-            out[:, :3] = pts[:, :3] @ sensor2ego[:3, :3].T.astype(np.float32) + sensor2ego[:3, 3].astype(np.float32)
-            out[:, 3] = pts[:, 3]
-            out[:, 4] = lag
-            parts.append(out)
+        parts = [read_sweep(self.dataroot / info.lidar_path, info.lidar2ego, 0.0, self.load_dim)]
+        parts += [read_sweep(self.dataroot / w.path, w.sensor2ego, w.time_lag, self.load_dim) for w in self.sweeps_of(info)]
         return np.concatenate(parts)
 
     def sweeps_of(self, info: SampleInfo) -> list:
@@ -313,8 +330,55 @@ def ensure_infos(cfg: Any, split: str, progress: bool = True) -> Path:
     return path
 
 
+def ensure_gt_database(cfg: Any, progress: bool = True) -> Path:
+    """The GT database of the training split (``data.gt_paste.database``, default
+    ``<info_dir>/gt_database_<train_split>``), built first when missing or made from another info
+    file (rank 0 builds, the other ranks wait)."""
+    from bevsimdet.data.gt_database import create_gt_database, gt_database_dir
+
+    info = ensure_infos(cfg, cfg.train_split, progress)
+    out = Path(cfg.gt_paste.database) if cfg.gt_paste.database else gt_database_dir(infos_dir(cfg), cfg.train_split)
+    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not dist or torch.distributed.get_rank() == 0:
+        create_gt_database(info, cfg.dataroot, out, load_dim=cfg.load_dim, workers=cfg.prepare_workers, progress=progress)
+    if dist:
+        torch.distributed.barrier()
+    return out
+
+
+def build_object_paste(cfg: Any, progress: bool = True) -> ObjectPaste:
+    """The :class:`ObjectPaste` of a :class:`bevsimdet.data.config.DataConfig` (``data.gt_paste``)."""
+    from bevsimdet.data.gt_database import load_gt_database
+    from bevsimdet.data.gt_paste import sweep_indices
+    from bevsimdet.errors import ConfigError
+
+    gp = cfg.gt_paste
+    for key, table, least in (("sample_groups", gp.sample_groups, 0), ("min_points", gp.min_points, 1)):
+        for name, value in table.items():
+            if name not in CLASS_TO_LABEL:
+                raise ConfigError(f"config key 'data.gt_paste.{key}.{name}' is not a detection class", fix=f"use some of {', '.join(CLASS_TO_LABEL)}")
+            if value < least:
+                raise ConfigError(f"config key 'data.gt_paste.{key}.{name}' must be >= {least}, got {value}")
+    if gp.stop_epoch is not None and gp.stop_epoch < 0:
+        raise ConfigError(f"config key 'data.gt_paste.stop_epoch' must be >= 0 or null, got {gp.stop_epoch}")
+    db = load_gt_database(ensure_gt_database(cfg, progress))
+    if db.version != cfg.version or db.load_dim != cfg.load_dim:
+        raise DataError(
+            f"GT database {db.path} was made for {db.version} with load_dim {db.load_dim}, the config says {cfg.version} / {cfg.load_dim}",
+            fix="fix data.gt_paste.database or rebuild it with `bevsimdet prepare --gt-database --force`",
+        )
+    return ObjectPaste(
+        db,
+        sample_groups={CLASS_TO_LABEL[c]: n for c, n in gp.sample_groups.items()},
+        min_points={CLASS_TO_LABEL[c]: n for c, n in gp.min_points.items()},
+        sweep_ids=sweep_indices(cfg.sweeps, cfg.sweep_stride),
+        stop_epoch=gp.stop_epoch,
+    )
+
+
 def build_dataset(cfg: Any, split: str, train: bool) -> NuScenesDataset:
-    """The dataset of ``split`` as configured by a :class:`bevsimdet.data.config.DataConfig`."""
+    """The dataset of ``split`` as configured by a :class:`bevsimdet.data.config.DataConfig`
+    (with ``data.gt_paste`` when ``train``)."""
     infos = load_infos(ensure_infos(cfg, split))
     if infos.version != cfg.version:
         raise DataError(f"info file of split '{split}' was made for {infos.version}, the config says {cfg.version}", fix="fix data.version or data.info_dir")
@@ -340,4 +404,5 @@ def build_dataset(cfg: Any, split: str, train: bool) -> NuScenesDataset:
         point_cloud_range=tuple(cfg.point_cloud_range),
         use_valid_flag=cfg.use_valid_flag,
         skip_bad_samples=cfg.skip_bad_samples,
+        object_paste=build_object_paste(cfg) if train and cfg.gt_paste.enabled else None,
     )

@@ -26,7 +26,7 @@ from bevsimdet.engine.checkpoint import CheckpointError, CheckpointManager, chec
 from bevsimdet.engine.config import InitFromConfig, TrainConfig
 from bevsimdet.engine.objective import DetectionObjective, Objective
 from bevsimdet.engine.trainer import Trainer, seed_all
-from bevsimdet.errors import UserError
+from bevsimdet.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     from bevsimdet.weights import InitReport
@@ -111,6 +111,12 @@ def run_training(
         raise CheckpointError(f"--resume: no checkpoint at {ckpts.latest}", fix="drop --resume to start a new run in this --work-dir")
     if not resume and ckpts.latest.is_file():
         raise UserError(f"{work_dir} already holds a training run", fix="pass --resume to continue it, or choose another --work-dir")
+    from bevsimdet.models.build import HAS_LIDAR
+
+    if cfg.data.gt_paste.enabled and cfg.model.type not in HAS_LIDAR:
+        # pasted objects exist only in the points: a camera model never sees them, and a student's
+        # teacher would teach objects that the student's images do not show (bevsimdet.data.gt_paste)
+        raise ConfigError(f"data.gt_paste is for LiDAR and fusion models, not model.type '{cfg.model.type}'", fix="set data.gt_paste.enabled: false")
     config_dict = config_to_dict(cfg)
     if resume:
         check_config_compatible(read_checkpoint(ckpts.latest)[1].get("config"), config_dict, ckpts.latest)
