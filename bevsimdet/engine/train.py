@@ -81,6 +81,12 @@ def run_training(
         check_config_compatible(read_checkpoint(ckpts.latest)[1].get("config"), config_dict, ckpts.latest)
 
     device = dist.select_device(tc.device)
+    # info files first, before any process group exists: no rank waits in a collective
+    # (under the process-group timeout) while another builds them
+    from bevsimdet.data.dataset import ensure_infos
+
+    for split in dict.fromkeys([cfg.data.train_split, *([tc.val_split or cfg.data.val_split] if tc.validate else [])]):
+        ensure_infos(cfg.data, split, progress=progress, wait_s=tc.dist_timeout_s)
     dist.init_distributed(device, tc.dist_timeout_s)
     if dist.is_main():
         work_dir.mkdir(parents=True, exist_ok=True)
