@@ -50,6 +50,20 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = No
     atomic_write_text(path, json.dumps(obj, indent=indent))
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` as plain data for JSON/YAML writers: dataclasses become dicts, tuples lists
+    (recursively); everything else is returned as is."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, (tuple, list)):
+        return [plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: plain(x) for k, x in obj.items()}
+    return obj
+
+
 class LockTimeout(TimeoutError):
     """:func:`file_lock` waited ``timeout_s`` for another process to release the lock."""
 

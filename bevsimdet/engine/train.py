@@ -44,6 +44,35 @@ def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
     return max(train.epochs * batches_per_epoch // train.accum_steps, 1)
 
 
+def save_run_config(config: dict, path: Path) -> None:
+    """The resolved config as YAML, as ``bevsimdet.config.dump_config`` writes it: the engine takes
+    any config object and never imports the combined schema, which sits above it."""
+    import yaml
+
+    from bevsimdet.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+def train_stage(run_dir: Path, train: Callable[[bool], Path], log: Callable[[str], None]) -> Path:
+    """Run ``train(resume)`` unless ``run_dir`` already holds a finished run (``DONE`` marker);
+    resumes a run that stopped part-way. The stages of ``demo`` and ``ablate`` use it."""
+    from bevsimdet.io import atomic_write_text
+
+    done = run_dir / "DONE"
+    if done.is_file():
+        ckpt = Path(done.read_text().strip())
+        if ckpt.is_file():
+            log(f"reusing {ckpt}")
+            return ckpt
+    resume = (run_dir / "checkpoints" / "latest.safetensors").is_file()
+    if resume:
+        log(f"resuming {run_dir}")
+    ckpt = train(resume)
+    atomic_write_text(done, str(ckpt))
+    return ckpt
+
+
 def detection_objective(cfg: Any, model: nn.Module) -> Objective:
     """The default objective: the model config's criterion against ground truth."""
     from bevsimdet.models.build import build_criterion
@@ -67,7 +96,7 @@ def run_training(
     passes one holding its frozen teacher). Under torchrun every rank calls this; only the main
     rank writes files. Raises :class:`TrainingInterrupted` when stopped by a signal.
     """
-    from bevsimdet.config import config_to_dict, save_config
+    from bevsimdet.io import plain
 
     work_dir = Path(work_dir)
     tc: TrainConfig = cfg.train
@@ -76,7 +105,7 @@ def run_training(
         raise CheckpointError(f"--resume: no checkpoint at {ckpts.latest}", fix="drop --resume to start a new run in this --work-dir")
     if not resume and ckpts.latest.is_file():
         raise UserError(f"{work_dir} already holds a training run", fix="pass --resume to continue it, or choose another --work-dir")
-    config_dict = config_to_dict(cfg)
+    config_dict = plain(cfg)
     if resume:
         check_config_compatible(read_checkpoint(ckpts.latest)[1].get("config"), config_dict, ckpts.latest)
 
@@ -90,7 +119,7 @@ def run_training(
     dist.init_distributed(device, tc.dist_timeout_s)
     if dist.is_main():
         work_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, work_dir / "config.yaml")
+        save_run_config(config_dict, work_dir / "config.yaml")
     seed_all(cfg.seed)
 
     from bevsimdet.data.dataset import build_dataset
