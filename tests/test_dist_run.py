@@ -33,6 +33,8 @@ def test_waiting_too_long_for_a_builder_names_the_prepare_command(tmp_path):
     with file_lock(tmp_path / "infos" / ".prepare.lock", 5.0):  # another process is building
         with pytest.raises(DataError) as err:
             ensure_infos(cfg, cfg.train_split, progress=False, wait_s=0.2)
+        with pytest.raises(DataError, match="split 'nope' does not exist in v1.0-mini"):
+            ensure_infos(cfg, "nope", progress=False, wait_s=0.2)  # at once: no process builds for it
     msg = str(err.value)
     assert "\n" not in msg and "waited 0.2 s" in msg
     assert f"bevsimdet prepare --dataroot {tmp_path / 'world'} --version {cfg.version} --max-sweeps {cfg.max_sweeps} --out {tmp_path / 'infos'}" in msg

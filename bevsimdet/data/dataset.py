@@ -280,24 +280,26 @@ def ensure_infos(cfg: Any, split: str, progress: bool = True, wait_s: float = 18
     that waits more than ``wait_s`` seconds stops with a one-line error naming ``bevsimdet
     prepare`` (run it once before the job)."""
     from bevsimdet.data.infos import create_infos, info_path
+    from bevsimdet.data.nusc import split_scenes
     from bevsimdet.io import LockTimeout, file_lock
 
     folder = infos_dir(cfg)
     path = info_path(folder, split)
     if path.is_file():
         return path
+    splits = split_scenes(cfg.version)
+    if split not in splits:  # before the lock: otherwise every waiting process would build again
+        raise DataError(f"split '{split}' does not exist in {cfg.version}", fix=f"use one of {', '.join(splits)}")
     prepare = f"bevsimdet prepare --dataroot {cfg.dataroot} --version {cfg.version} --max-sweeps {cfg.max_sweeps}" + (f" --out {folder}" if cfg.info_dir else "")
     try:
         with file_lock(folder / ".prepare.lock", wait_s):
             if path.is_file():  # another process built it while this one waited
                 return path
             log.warning("building the info files of %s under %s (other processes of this run wait)", cfg.version, folder)
-            paths = create_infos(cfg.dataroot, cfg.version, folder, max_sweeps=cfg.max_sweeps, workers=cfg.prepare_workers, progress=progress)
+            create_infos(cfg.dataroot, cfg.version, folder, max_sweeps=cfg.max_sweeps, workers=cfg.prepare_workers, progress=progress)
     except LockTimeout:
         raise DataError(f"waited {wait_s:g} s for another process to build the info files under {folder}",
                         fix=f"run `{prepare}` once before starting the job") from None
-    if split not in paths:
-        raise DataError(f"split '{split}' does not exist in {cfg.version}", fix=f"use one of {', '.join(paths)}")
     return path
 
 

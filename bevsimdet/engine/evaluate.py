@@ -3,9 +3,9 @@
 Every rank predicts its shard of the split (the loader's distributed sampler), the per-sample
 results are gathered to the main rank only, and the main rank alone decodes and scores them
 against the ground truth (which only it loads); the summary is then broadcast so every rank
-returns the same numbers. Prediction uses the bare model
-(never the DDP wrapper), so ranks with different numbers of batches cannot deadlock, and the
-gather runs under the process group's timeout.
+returns the same numbers. Prediction uses the bare model (never the DDP wrapper), so ranks with
+different numbers of batches cannot deadlock, and the gather runs under the process group's
+timeout.
 """
 
 from __future__ import annotations
