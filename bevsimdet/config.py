@@ -7,7 +7,9 @@ key is an error naming the key and the file that set it. The resolved config is 
 every run directory (:func:`dump_config`), so a run can be reproduced from that one file.
 
 Each area owns the schema of its section: ``data/config.py``, ``models/config.py``,
-``engine/config.py``, ``distill/config.py`` and ``eval/config.py``.
+``engine/config.py``, ``distill/config.py`` and ``eval/config.py``. This module assembles them, so
+it sits on the floor above every area (``tests/test_layering.py``): the areas read the sections
+they are given and never import the combined schema; the commands load it and pass it down.
 """
 
 from __future__ import annotations
