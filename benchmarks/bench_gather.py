@@ -56,23 +56,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def measure(samples: int, boxes: int) -> list[dict]:
+    """One row per method: seconds and peak-RSS growth on each of the 2 ranks."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = []
+        for i, method in enumerate(METHODS):  # a fresh pair of processes each: peaks do not hide each other
+            out = f"{tmp}/{i}"
+            # fork: `bevsimdet bench` loads this file outside sys.modules, so spawn could not find _worker
+            mp.start_processes(_worker, args=(_free_port(), method, argparse.Namespace(samples=samples, boxes=boxes), out),
+                               nprocs=2, join=True, start_method="fork")
+            (t0, m0), (t1, m1) = (json.loads(Path(f"{out}.{r}").read_text()) for r in range(2))
+            rows.append({"method": method, "rank 0 s": round(t0, 2), "rank 0 peak RSS +MiB": round(m0), "rank 1 s": round(t1, 2), "rank 1 peak RSS +MiB": round(m1)})
+    return rows
+
+
+def run(quick: bool) -> dict:
+    """``bevsimdet bench`` entry: a val-sized split (6019 samples x 50 boxes), 1000 x 20 with quick."""
+    samples, boxes = (1000, 20) if quick else (6019, 50)
+    payload = len(json.dumps(_results(0, 1, samples, boxes))) / 2**20
+    return {"title": "Validation results across 2 gloo processes: gathered to rank 0 vs all-gathered",
+            "rows": measure(samples, boxes),
+            "notes": [f"{samples} samples x {boxes} boxes ({payload:.0f} MiB of JSON), half on each rank; "
+                      "peak RSS growth during the call (benchmarks/bench_gather.py)"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=6019)
-    ap.add_argument("--boxes", type=int, default=100)
+    ap.add_argument("--boxes", type=int, default=50)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = {}
-        for i, method in enumerate(METHODS):  # a fresh pair of processes each: peaks do not hide each other
-            out = f"{tmp}/{i}"
-            mp.spawn(_worker, args=(_free_port(), method, args, out), nprocs=2, join=True)
-            rows[method] = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(2)]
     payload = len(json.dumps(_results(0, 1, args.samples, args.boxes))) / 2**20
     print(f"{args.samples} samples x {args.boxes} boxes ({payload:.0f} MiB of JSON), 2 gloo processes")
-    print("| method | rank 0 s | rank 0 peak RSS +MiB | rank 1 s | rank 1 peak RSS +MiB |")
-    print("|---|---|---|---|---|")
-    for name, ((t0, m0), (t1, m1)) in rows.items():
-        print(f"| {name} | {t0:.2f} | {m0:.0f} | {t1:.2f} | {m1:.0f} |")
+    rows = measure(args.samples, args.boxes)
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "---|" * len(rows[0]))
+    for row in rows:
+        print("| " + " | ".join(str(v) for v in row.values()) + " |")
 
 
 if __name__ == "__main__":
