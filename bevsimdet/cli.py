@@ -30,13 +30,13 @@ from bevsimdet.errors import UserError, one_line
 
 COMMAND_MODULES = (
     "bevsimdet.data.sim.commands",  # simulate
-    "bevsimdet.data.commands",  # prepare, inspect
+    "bevsimdet.data.commands",  # prepare
     "bevsimdet.eval.commands",  # evaluate
     "bevsimdet.engine.commands",  # train, evaluate-model
     "bevsimdet.infer",  # infer (a split, or a folder of camera frames)
     "bevsimdet.distill.commands",  # distill
     "bevsimdet.distill.ablate",  # ablate
-    "bevsimdet.viz.commands",  # visualize
+    "bevsimdet.viz.commands",  # visualize, inspect
     "bevsimdet.export.commands",  # export
     "bevsimdet.demo",  # demo
     "bevsimdet.bench",  # bench

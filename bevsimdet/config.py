@@ -7,7 +7,9 @@ key is an error naming the key and the file that set it. The resolved config is 
 every run directory (:func:`dump_config`), so a run can be reproduced from that one file.
 
 Each area owns the schema of its section: ``data/config.py``, ``models/config.py``,
-``engine/config.py``, ``distill/config.py`` and ``eval/config.py``.
+``engine/config.py``, ``distill/config.py`` and ``eval/config.py``. This module assembles them, so
+it sits on the floor above every area (``tests/test_layering.py``): the areas read the sections
+they are given and never import the combined schema; the commands load it and pass it down.
 """
 
 from __future__ import annotations
@@ -243,20 +245,15 @@ def _type_name(tp: Any) -> str:
 
 
 def config_to_dict(cfg: Any) -> dict:
-    def clean(v: Any) -> Any:
-        if isinstance(v, tuple):
-            return [clean(x) for x in v]
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        return v
+    """The config as plain data (what checkpoints store and ``config.yaml`` holds)."""
+    from bevsimdet.io import plain
 
-    return clean(dataclasses.asdict(cfg))
+    return plain(cfg)
 
 
 def dump_config(cfg: Config) -> str:
-    """The resolved config as YAML; loading it back gives an equal Config."""
+    """The resolved config as YAML; loading it back gives an equal Config. The training engine
+    writes ``config.yaml`` the same way (``engine.train.save_run_config``) without this module."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
 
@@ -264,3 +261,16 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from bevsimdet.io import atomic_write_text
 
     atomic_write_text(path, dump_config(cfg))
+
+
+def teacher_config_from(checkpoint: str | Path, config: str | Path | None = None) -> Config:
+    """A teacher's resolved config: from ``config`` (a YAML path) when given, else the one stored
+    in the teacher's checkpoint by the training engine."""
+    from bevsimdet.weights import read_checkpoint
+
+    if config is not None:
+        return load_config(config)
+    stored = read_checkpoint(checkpoint)[1].get("config")
+    if stored is None:
+        raise ConfigError(f"teacher checkpoint {checkpoint} carries no config", fix="pass --teacher-config (the YAML the teacher was trained with)")
+    return from_dict(Config, stored, {}, "")

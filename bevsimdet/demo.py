@@ -76,24 +76,6 @@ def _config(name: str, overrides: list[str]):
     return load_config(path, overrides)
 
 
-def train_stage(run_dir: Path, train: Callable[[bool], Path], log: Callable[[str], None]) -> Path:
-    """Run ``train(resume)`` unless ``run_dir`` already holds a finished run (``DONE`` marker)."""
-    from bevsimdet.io import atomic_write_text
-
-    done = run_dir / "DONE"
-    if done.is_file():
-        ckpt = Path(done.read_text().strip())
-        if ckpt.is_file():
-            log(f"reusing {ckpt}")
-            return ckpt
-    resume = (run_dir / "checkpoints" / "latest.safetensors").is_file()
-    if resume:
-        log(f"resuming {run_dir}")
-    ckpt = train(resume)
-    atomic_write_text(done, str(ckpt))
-    return ckpt
-
-
 def _measure(cfg: Any, ckpt: Path, repeats: int = 5) -> tuple[float, float]:
     """(parameters in millions, median CPU forward latency in ms for one sample)."""
     import torch
@@ -179,7 +161,7 @@ def run_demo(
     from bevsimdet.distill.run import run_distillation
     from bevsimdet.engine.curves import plot_curves, read_val_rows
     from bevsimdet.engine.evaluate import final_or_evaluate
-    from bevsimdet.engine.train import run_training
+    from bevsimdet.engine.train import run_training, train_stage
     from bevsimdet.io import atomic_write_json, atomic_write_text
 
     t_start = time.perf_counter()

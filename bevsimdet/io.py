@@ -50,6 +50,54 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = No
     atomic_write_text(path, json.dumps(obj, indent=indent))
 
 
+def plain(obj: Any) -> Any:
+    """``obj`` as plain data for JSON/YAML writers: dataclasses become dicts, tuples lists
+    (recursively); everything else is returned as is."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, (tuple, list)):
+        return [plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: plain(x) for k, x in obj.items()}
+    return obj
+
+
+class LockTimeout(TimeoutError):
+    """:func:`file_lock` waited ``timeout_s`` for another process to release the lock."""
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, timeout_s: float, poll_s: float = 0.2) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) while the block runs.
+
+    Several processes that may all find the same file missing (every rank of a torchrun job)
+    serialise on it: the first builds, the others wait here and then find the finished file. The
+    lock is a kernel one, released when its holder exits or dies, so a killed builder never leaves
+    a stale lock behind. Raises :class:`LockTimeout` after ``timeout_s`` without the lock.
+    """
+    import fcntl
+    import time
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    with open(path, "a") as f:
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(f"waited {timeout_s:g} s for the lock {path}") from None
+                time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def paused_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector (restored on exit).

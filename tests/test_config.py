@@ -57,3 +57,15 @@ def test_every_shipped_config_loads():
     leaves = [p for p in root.glob("**/*.yaml") if "_base_" not in p.parts]
     for p in leaves:
         assert isinstance(load_config(p), Config), p
+
+
+def test_the_engine_writes_config_yaml_as_dump_config(tmp_path):
+    """engine.train writes config.yaml without importing this schema (it sits a floor above);
+    the file must still be what dump_config gives, so `train <run>/config.yaml` reproduces a run."""
+    from bevsimdet.engine.train import save_run_config
+    from bevsimdet.io import plain
+
+    cfg = load_config(None, ["model.type=lidar", "train.lr=3e-4", "data.image_size=[64, 176]"])
+    save_run_config(plain(cfg), tmp_path / "config.yaml")
+    assert (tmp_path / "config.yaml").read_text() == dump_config(cfg)
+    assert load_config(tmp_path / "config.yaml") == cfg

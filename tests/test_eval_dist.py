@@ -1,4 +1,4 @@
-"""Results gathered across DDP ranks (gloo, two CPU processes)."""
+"""Results gathered across DDP ranks to one rank (gloo, two CPU processes)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         # Rank 1 repeats sample "b" (as a padding distributed sampler does) and has more data.
         local = {"a": [{"detection_score": 0.5}], "b": []} if rank == 0 else {"c": [{"x": "é" * 1000}] * 3, "b": [{"y": 1}]}
         merged = gather_results(local)
+        to_one = gather_results(local, dst=1)
         with open(f"{out_dir}/{rank}.json", "w") as f:
-            json.dump(list(merged.items()), f)
+            json.dump([list(merged.items()) if merged is not None else None, list(to_one.items()) if to_one is not None else None], f)
     finally:
         dist.destroy_process_group()
 
@@ -29,8 +30,9 @@ def test_gather_results_gloo(tmp_path):
         port = s.getsockname()[1]
     mp.spawn(_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
     want = [["a", [{"detection_score": 0.5}]], ["b", []], ["c", [{"x": "é" * 1000}] * 3]]
-    for rank in range(2):
-        assert json.loads((tmp_path / f"{rank}.json").read_text()) == want
+    # only the destination rank receives (and decodes) the merged results
+    assert json.loads((tmp_path / "0.json").read_text()) == [want, None]
+    assert json.loads((tmp_path / "1.json").read_text()) == [None, want]
 
 
 def test_gather_results_without_process_group():

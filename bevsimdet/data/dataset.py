@@ -312,21 +312,35 @@ def infos_dir(cfg: Any) -> Path:
     return Path(cfg.info_dir) if cfg.info_dir else Path(cfg.dataroot) / DEFAULT_DIRNAME
 
 
-def ensure_infos(cfg: Any, split: str, progress: bool = True) -> Path:
-    """The info file of ``split``, built with ``create_infos`` first when missing (rank 0 builds,
-    the other ranks wait)."""
-    from bevsimdet.data.infos import create_infos, info_path
+def ensure_infos(cfg: Any, split: str, progress: bool = True, wait_s: float = 1800.0) -> Path:
+    """The info file of ``split``, built with ``create_infos`` first when missing.
 
-    path = info_path(infos_dir(cfg), split)
+    Safe to call from every process of a torchrun job before (or without) the process group:
+    builders serialise on a file lock next to the info files, so the first process builds and
+    the others wait for it and then read its files; nothing waits inside a collective. A process
+    that waits more than ``wait_s`` seconds stops with a one-line error naming ``bevsimdet
+    prepare`` (run it once before the job)."""
+    from bevsimdet.data.infos import create_infos, info_path
+    from bevsimdet.data.nusc import split_scenes
+    from bevsimdet.io import LockTimeout, file_lock
+
+    folder = infos_dir(cfg)
+    path = info_path(folder, split)
     if path.is_file():
         return path
-    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if not dist or torch.distributed.get_rank() == 0:
-        paths = create_infos(cfg.dataroot, cfg.version, infos_dir(cfg), max_sweeps=cfg.max_sweeps, workers=cfg.prepare_workers, progress=progress)
-        if split not in paths:
-            raise DataError(f"split '{split}' does not exist in {cfg.version}", fix=f"use one of {', '.join(paths)}")
-    if dist:
-        torch.distributed.barrier()
+    splits = split_scenes(cfg.version)
+    if split not in splits:  # before the lock: otherwise every waiting process would build again
+        raise DataError(f"split '{split}' does not exist in {cfg.version}", fix=f"use one of {', '.join(splits)}")
+    prepare = f"bevsimdet prepare --dataroot {cfg.dataroot} --version {cfg.version} --max-sweeps {cfg.max_sweeps}" + (f" --out {folder}" if cfg.info_dir else "")
+    try:
+        with file_lock(folder / ".prepare.lock", wait_s):
+            if path.is_file():  # another process built it while this one waited
+                return path
+            log.warning("building the info files of %s under %s (other processes of this run wait)", cfg.version, folder)
+            create_infos(cfg.dataroot, cfg.version, folder, max_sweeps=cfg.max_sweeps, workers=cfg.prepare_workers, progress=progress)
+    except LockTimeout:
+        raise DataError(f"waited {wait_s:g} s for another process to build the info files under {folder}",
+                        fix=f"run `{prepare}` once before starting the job") from None
     return path
 
 

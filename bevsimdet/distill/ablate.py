@@ -76,14 +76,14 @@ def render_ablation(rows: Sequence[AblationRow]) -> str:
 
 
 def _run_one(cfg: Any, run_dir: Path, teacher: Path | None, progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
-    from bevsimdet.demo import train_stage
+    from bevsimdet.config import teacher_config_from
     from bevsimdet.distill.run import run_distillation
     from bevsimdet.engine.evaluate import final_or_evaluate
-    from bevsimdet.engine.train import run_training
+    from bevsimdet.engine.train import run_training, train_stage
     from bevsimdet.io import atomic_write_json
 
     if cfg.model.type == "student":
-        ckpt = train_stage(run_dir, lambda r: run_distillation(cfg, None, teacher, run_dir, resume=r, progress=progress), log)
+        ckpt = train_stage(run_dir, lambda r: run_distillation(cfg, lambda: teacher_config_from(teacher, cfg.distill.teacher_config), teacher, run_dir, resume=r, progress=progress), log)
     else:
         ckpt = train_stage(run_dir, lambda r: run_training(cfg, run_dir, resume=r, progress=progress), log)
     cached = run_dir / "eval.json"

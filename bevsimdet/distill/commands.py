@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         part of the student's checkpoint. Loss terms and weights: the distill: config section.
         """
         progress = configure_progress(progress)
-        from bevsimdet.config import load_config
+        from bevsimdet.config import load_config, teacher_config_from
         from bevsimdet.distill.run import run_distillation
         from bevsimdet.engine.commands import run_to_completion
 
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
             cfg.data.dataroot = str(dataroot)
         if teacher_config is not None:
             cfg.distill.teacher_config = str(teacher_config)
-        run_to_completion(lambda: run_distillation(cfg, None, teacher, work_dir, resume=resume, progress=progress))
+        run_to_completion(lambda: run_distillation(cfg, lambda: teacher_config_from(teacher, cfg.distill.teacher_config), teacher, work_dir, resume=resume, progress=progress))
 
     @app.command("distill-terms")
     def distill_terms(

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import nn
@@ -16,20 +16,6 @@ from bevsimdet.errors import ConfigError, UserError
 
 if TYPE_CHECKING:
     from bevsimdet.weights import InitReport
-
-
-def teacher_config_from(checkpoint: str | Path, config: str | Path | None = None) -> Any:
-    """The teacher's resolved config: from ``config`` (a YAML path) when given, else the one
-    stored in the teacher's checkpoint by the training engine."""
-    from bevsimdet.config import Config, from_dict, load_config
-    from bevsimdet.engine.checkpoint import read_checkpoint
-
-    if config is not None:
-        return load_config(config)
-    stored = read_checkpoint(checkpoint)[1].get("config")
-    if stored is None:
-        raise ConfigError(f"teacher checkpoint {checkpoint} carries no config", fix="pass --teacher-config (the YAML the teacher was trained with)")
-    return from_dict(Config, stored, {}, "")
 
 
 def check_same_grid(student_model: Any, teacher_model: Any, student_name: str = "student", teacher_name: str = "teacher") -> None:
@@ -180,15 +166,20 @@ def needs_teacher(cfg: Any) -> list[str]:
     return teacher_terms(cfg) + (["init_from_teacher"] if cfg.distill.init_from_teacher else [])
 
 
-def distillation_objective_factory(teacher_cfg: Any | None, teacher_checkpoint: str | Path | None):
-    """``objective_factory`` for :func:`run_training`; loads the teacher only if a term needs it."""
+def distillation_objective_factory(teacher_cfg: Any | Callable[[], Any] | None, teacher_checkpoint: str | Path | None):
+    """``objective_factory`` for :func:`run_training`; loads the teacher only if a term needs it.
+    ``teacher_cfg`` is the teacher's config or a function returning it (called only then, e.g.
+    ``lambda: bevsimdet.config.teacher_config_from(checkpoint)``; the combined config schema sits
+    above this package, so its callers load it)."""
 
     def make(cfg: Any, model: nn.Module):
         teacher = None
         reports = []
         if needs_teacher(cfg):
             device = next(model.parameters()).device
-            tcfg = teacher_cfg if teacher_cfg is not None else teacher_config_from(teacher_checkpoint, cfg.distill.teacher_config)
+            tcfg = teacher_cfg() if callable(teacher_cfg) else teacher_cfg
+            if tcfg is None:
+                raise ValueError("the distillation objective needs the teacher's config (pass it, or a function loading it)")
             check_teacher_fits(cfg, tcfg)  # before loading its weights
             teacher = load_frozen_teacher(tcfg, teacher_checkpoint, device)
             # before the trainer copies the model into its EMA; --resume then overwrites it all
@@ -218,7 +209,7 @@ def check_inputs(cfg: Any, teacher_checkpoint: str | Path | None) -> None:
 
 def run_distillation(
     cfg: Any,
-    teacher_cfg: Any | None,
+    teacher_cfg: Any | Callable[[], Any] | None,
     teacher_checkpoint: str | Path | None,
     work_dir: str | Path,
     *,
@@ -226,8 +217,8 @@ def run_distillation(
     progress: bool = True,
 ) -> Path:
     """Distil ``cfg``'s student from the teacher in ``teacher_checkpoint``; returns the student's
-    final checkpoint. ``teacher_cfg=None`` reads the teacher's config from
-    ``cfg.distill.teacher_config`` or else from the checkpoint."""
+    final checkpoint. ``teacher_cfg`` is the teacher's config or a function loading it (see
+    :func:`distillation_objective_factory`); it may be ``None`` when no term needs the teacher."""
     from bevsimdet.engine.train import run_training
 
     check_inputs(cfg, teacher_checkpoint)
@@ -235,4 +226,4 @@ def run_distillation(
     return run_training(cfg, work_dir, resume=resume, objective_factory=factory, progress=progress)
 
 
-__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "teacher_init", "TEACHER_PARTS", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
+__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "teacher_init", "TEACHER_PARTS", "build_distillation_objective", "load_frozen_teacher"]

@@ -1,10 +1,11 @@
 """Run a detector over a split and score it with the nuScenes detection metric.
 
 Every rank predicts its shard of the split (the loader's distributed sampler), the per-sample
-results are gathered to all ranks, and the main rank scores them against the ground truth; the
-summary is then broadcast so every rank returns the same numbers. Prediction uses the bare model
-(never the DDP wrapper), so ranks with different numbers of batches cannot deadlock, and the
-gather runs under the process group's timeout.
+results are gathered to the main rank only, and the main rank alone decodes and scores them
+against the ground truth (which only it loads); the summary is then broadcast so every rank
+returns the same numbers. Prediction uses the bare model (never the DDP wrapper), so ranks with
+different numbers of batches cannot deadlock, and the gather runs under the process group's
+timeout.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ class Evaluator:
 
         stats = DepthStats(self.dbound) if self.dbound is not None else None
         local = predict(model, self.postprocess, self.loader, self.device, amp_dtype=self.amp_dtype, progress=self.progress, depth_stats=stats)
-        results = gather_results(local)
+        results = gather_results(local)  # None on the other ranks
         depth = stats.summary() if stats is not None else {}
         summary: dict[str, float | str] = {}
         if dist.is_main():
@@ -147,13 +148,16 @@ def _amp_dtype(cfg: Any) -> torch.dtype | None:
     return getattr(torch, cfg.train.amp_dtype) if cfg.train.amp else None
 
 
-def _load_model(cfg: Any, checkpoint: str | Path) -> tuple[nn.Module, torch.device]:
+def _load_model(cfg: Any, checkpoint: str | Path, split: str, progress: bool = True) -> tuple[nn.Module, torch.device]:
     """The detector of ``cfg.model`` with the checkpoint's weights (EMA when present), on this
-    process's device; joins the torchrun process group when there is one."""
+    process's device; builds the info file of ``split`` when missing, then joins the torchrun
+    process group when there is one (in that order, see ``ensure_infos``)."""
+    from bevsimdet.data.dataset import ensure_infos
     from bevsimdet.engine.checkpoint import load_checkpoint
     from bevsimdet.models.build import build_detector
 
     device = dist.select_device(cfg.train.device)
+    ensure_infos(cfg.data, split, progress=progress, wait_s=cfg.train.dist_timeout_s)
     dist.init_distributed(device, cfg.train.dist_timeout_s)  # a no-op outside torchrun
     model = build_detector(cfg.model)
     load_checkpoint(checkpoint, model=model, prefer_ema=True)
@@ -175,8 +179,9 @@ def evaluate_model(cfg: Any, checkpoint: str | Path, split: str | None = None, *
     """Score the weights in ``checkpoint`` (EMA weights when present) on ``split`` (default:
     ``cfg.data.val_split``). Returns the summary (mAP, NDS, ...) merged with the full metrics
     (``DetectionMetrics.to_dict()``) on the main rank, the summary alone on other ranks."""
-    model, device = _load_model(cfg, checkpoint)
-    evaluator = build_evaluator(cfg, split or cfg.data.val_split, device, progress=progress)
+    split = split or cfg.data.val_split
+    model, device = _load_model(cfg, checkpoint, split, progress)
+    evaluator = build_evaluator(cfg, split, device, progress=progress)
     summary = evaluator(model)
     return evaluator.last if dist.is_main() else summary
 
@@ -200,13 +205,15 @@ def final_or_evaluate(cfg: Any, checkpoint: str | Path, *, progress: bool = True
     return evaluate_model(cfg, checkpoint, progress=progress)
 
 
-def infer_results(cfg: Any, checkpoint: str | Path, split: str | None = None, *, progress: bool = True) -> dict[str, list[dict]]:
+def infer_results(cfg: Any, checkpoint: str | Path, split: str | None = None, *, progress: bool = True) -> dict[str, list[dict]] | None:
     """nuScenes results (sample token -> boxes in global coordinates) of ``checkpoint`` on
-    ``split`` (default ``cfg.data.val_split``), gathered from all ranks; needs no annotations."""
+    ``split`` (default ``cfg.data.val_split``), gathered from all ranks on the main rank (``None``
+    on the others); needs no annotations."""
     from bevsimdet.eval.dist import gather_results
     from bevsimdet.models.build import build_postprocess
 
-    model, device = _load_model(cfg, checkpoint)
-    loader = _split_loader(cfg, split or cfg.data.val_split)
+    split = split or cfg.data.val_split
+    model, device = _load_model(cfg, checkpoint, split, progress)
+    loader = _split_loader(cfg, split)
     local = predict(model, build_postprocess(cfg.model).to(device), loader, device, amp_dtype=_amp_dtype(cfg), progress=progress)
     return gather_results(local)

@@ -77,6 +77,35 @@ def write_init_reports(work_dir: Path, reports: list[InitReport]) -> None:
     atomic_write_json(work_dir / "init_report.json", [r.to_json() for r in reports], indent=1)
 
 
+def save_run_config(config: dict, path: Path) -> None:
+    """The resolved config as YAML, as ``bevsimdet.config.dump_config`` writes it: the engine takes
+    any config object and never imports the combined schema, which sits above it."""
+    import yaml
+
+    from bevsimdet.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+def train_stage(run_dir: Path, train: Callable[[bool], Path], log: Callable[[str], None]) -> Path:
+    """Run ``train(resume)`` unless ``run_dir`` already holds a finished run (``DONE`` marker);
+    resumes a run that stopped part-way. The stages of ``demo`` and ``ablate`` use it."""
+    from bevsimdet.io import atomic_write_text
+
+    done = run_dir / "DONE"
+    if done.is_file():
+        ckpt = Path(done.read_text().strip())
+        if ckpt.is_file():
+            log(f"reusing {ckpt}")
+            return ckpt
+    resume = (run_dir / "checkpoints" / "latest.safetensors").is_file()
+    if resume:
+        log(f"resuming {run_dir}")
+    ckpt = train(resume)
+    atomic_write_text(done, str(ckpt))
+    return ckpt
+
+
 def detection_objective(cfg: Any, model: nn.Module) -> Objective:
     """The default objective: the model config's criterion against ground truth."""
     from bevsimdet.models.build import build_criterion
@@ -102,7 +131,7 @@ def run_training(
     ``init_report.json``. On ``resume`` neither is written and ``train.init_from`` is skipped.
     Under torchrun every rank calls this; only the main rank writes files. Raises :class:`TrainingInterrupted` when stopped by a signal.
     """
-    from bevsimdet.config import config_to_dict, save_config
+    from bevsimdet.io import plain
 
     work_dir = Path(work_dir)
     tc: TrainConfig = cfg.train
@@ -117,16 +146,22 @@ def run_training(
         # pasted objects exist only in the points: a camera model never sees them, and a student's
         # teacher would teach objects that the student's images do not show (bevsimdet.data.gt_paste)
         raise ConfigError(f"data.gt_paste is for LiDAR and fusion models, not model.type '{cfg.model.type}'", fix="set data.gt_paste.enabled: false")
-    config_dict = config_to_dict(cfg)
+    config_dict = plain(cfg)
     if resume:
         check_config_compatible(read_checkpoint(ckpts.latest)[1].get("config"), config_dict, ckpts.latest)
     check_init_from(tc.init_from, resume)
 
     device = dist.select_device(tc.device)
+    # info files first, before any process group exists: no rank waits in a collective
+    # (under the process-group timeout) while another builds them
+    from bevsimdet.data.dataset import ensure_infos
+
+    for split in dict.fromkeys([cfg.data.train_split, *([tc.val_split or cfg.data.val_split] if tc.validate else [])]):
+        ensure_infos(cfg.data, split, progress=progress, wait_s=tc.dist_timeout_s)
     dist.init_distributed(device, tc.dist_timeout_s)
     if dist.is_main():
         work_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, work_dir / "config.yaml")
+        save_run_config(config_dict, work_dir / "config.yaml")
     seed_all(cfg.seed)
 
     from bevsimdet.data.dataset import build_dataset, report_skipped

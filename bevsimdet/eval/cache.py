@@ -1,7 +1,9 @@
 """A cache of evaluation ground truth, so repeated evaluations of a split skip the JSON tables.
 
-One ``.npz`` file per (table folder, version, split), holding the arrays of a
-:class:`~bevsimdet.eval.gt.GroundTruth` and the key it was made for. The key names the cache
+One ``.npz`` file per (table folder, version, split), holding named arrays (those of a
+:class:`~bevsimdet.eval.gt.GroundTruth`, see ``GroundTruth.to_arrays``) and the key they were made
+for. The cache knows keys and arrays only: :func:`~bevsimdet.eval.gt.load_gt` uses it, never the
+other way round. The key names the cache
 format, the absolute table folder, the version, the split's scene names and, for every table
 :func:`~bevsimdet.eval.tables.read_eval_tables` reads, its size, mtime (ns) and inode: rewriting
 or replacing any of them (``bevsimdet simulate --force``, a new download) makes a new key, and
@@ -19,16 +21,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from bevsimdet.eval.boxes import BoxSet
-from bevsimdet.eval.gt import GroundTruth
 from bevsimdet.eval.tables import EVAL_TABLES
 
 FORMAT = 1  # bump when load_gt's output for the same tables changes
-_FIELDS = ("sample", "label", "translation", "size", "rotation", "velocity", "attribute", "score", "num_pts")
+_KEY = "key"  # the array holding the key itself
 
 
 def cache_dir() -> Path:
@@ -60,40 +60,32 @@ def _path(key: dict) -> Path:
     return cache_dir() / f"gt-{key['split']}-{place}-{full}.npz"
 
 
-def read(key: dict) -> GroundTruth | None:
-    """The cached GT for ``key``, or ``None`` (no file, another key, unreadable)."""
+def read(key: dict) -> dict[str, np.ndarray] | None:
+    """The arrays cached for ``key``, or ``None`` (no file, another key, unreadable)."""
     if any(v is None for v in key["tables"].values()):
         return None
     path = _path(key)
     try:
         with np.load(path, allow_pickle=False) as z:
-            if json.loads(str(z["key"])) != key:
+            if json.loads(str(z[_KEY])) != key:
                 return None
-            boxes = BoxSet(**{f: z[f"boxes.{f}"] for f in _FIELDS})
-            racks = BoxSet(**{f: z[f"racks.{f}"] for f in _FIELDS})
-            tokens = tuple(z["sample_tokens"].tolist())
-            ego = z["ego_translation"]
+            return {name: z[name] for name in z.files if name != _KEY}
     except (OSError, ValueError, KeyError, EOFError):
         return None
-    return GroundTruth(tokens, ego, boxes, racks, version=key["version"], split=key["split"])
 
 
-def write(key: dict, gt: GroundTruth) -> Path | None:
-    """Store ``gt`` under ``key`` (atomically) and remove stale files of the same split; returns
-    the path, or ``None`` when the cache folder is not writable."""
+def write(key: dict, arrays: Mapping[str, np.ndarray]) -> Path | None:
+    """Store ``arrays`` under ``key`` (atomically) and remove stale files of the same split;
+    returns the path, or ``None`` when the cache folder is not writable."""
     from bevsimdet.io import atomic_path
 
     if any(v is None for v in key["tables"].values()):
         return None
     path = _path(key)
-    arrays = {"key": np.array(json.dumps(key)), "sample_tokens": np.array(gt.sample_tokens, dtype=str),
-              "ego_translation": gt.ego_translation}
-    for prefix, boxes in (("boxes", gt.boxes), ("racks", gt.racks)):
-        arrays.update({f"{prefix}.{f}": getattr(boxes, f) for f in _FIELDS})
     try:
         with atomic_path(path, suffix=".npz") as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **{_KEY: np.array(json.dumps(key))}, **arrays)
         stem = path.name.rsplit("-", 1)[0]
         for old in path.parent.glob(f"{stem}-*.npz"):
             if old != path:

@@ -65,6 +65,7 @@ CATEGORY_TO_DETECTION_NAME = {
 }
 BIKE_RACK = "static_object.bicycle_rack"
 VELOCITY_MAX_TIME_DIFF = 1.5  # s, the devkit's box_velocity default (doubled for centred differences)
+_ARRAY_FIELDS = ("sample", "label", "translation", "size", "rotation", "velocity", "attribute", "score", "num_pts")  # of a BoxSet
 
 
 @dataclass
@@ -92,6 +93,20 @@ class GroundTruth:
     @property
     def num_samples(self) -> int:
         return len(self.sample_tokens)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Named arrays holding everything but ``class_range``/``version``/``split`` (what the GT
+        cache stores); :meth:`from_arrays` reverses it."""
+        arrays = {"sample_tokens": np.array(self.sample_tokens, dtype=str), "ego_translation": self.ego_translation}
+        for prefix, boxes in (("boxes", self.boxes), ("racks", self.racks)):
+            arrays.update({f"{prefix}.{f}": getattr(boxes, f) for f in _ARRAY_FIELDS})
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], version: str = "", split: str = "") -> "GroundTruth":
+        """The GT of :meth:`to_arrays` (KeyError when an array is missing)."""
+        boxes, racks = (BoxSet(**{f: arrays[f"{prefix}.{f}"] for f in _ARRAY_FIELDS}) for prefix in ("boxes", "racks"))
+        return cls(tuple(arrays["sample_tokens"].tolist()), arrays["ego_translation"], boxes, racks, version=version, split=split)
 
     @classmethod
     def from_unfiltered(
@@ -154,11 +169,14 @@ def load_gt(
         key = gt_cache.cache_key(folder, version, split, sorted(scene_names))
         cached = gt_cache.read(key)
         if cached is not None:
-            return cached
+            try:
+                return GroundTruth.from_arrays(cached, version, split)
+            except KeyError:  # a file of an older layout: rebuilt below
+                pass
     with paused_gc():  # hundreds of thousands of records, no cycles among them
         gt = gt_from_tables(read_eval_tables(folder), scene_names, version, split, class_range, source=folder)
     if use_cache:
-        gt_cache.write(key, gt)
+        gt_cache.write(key, gt.to_arrays())
     return gt
 
 

@@ -54,11 +54,15 @@ def build_view_transform(cfg: ModelConfig) -> nn.Module:
 
 
 def build_lidar_encoder(cfg: ModelConfig) -> nn.Module:
-    from bevsimdet.models.lidar import PillarLidarEncoder, build_sparse_encoder
+    from bevsimdet.models.lidar import PillarLidarEncoder
 
     lc = cfg.lidar
     if lc.encoder == "sparse":
-        return build_sparse_encoder(pc_range=lc.point_cloud_range, voxel_size=lc.voxel_size, in_channels=lc.in_channels, out_channels=lc.out_channels)
+        # imported here only: the module imports spconv (CUDA only); it uses the package's
+        # voxel helpers, so the package itself never imports it (no import circle)
+        from bevsimdet.models.lidar.sparse import SparseLidarEncoder
+
+        return SparseLidarEncoder(pc_range=lc.point_cloud_range, voxel_size=lc.voxel_size, in_channels=lc.in_channels, out_channels=lc.out_channels)
     return PillarLidarEncoder(lc.point_cloud_range, lc.voxel_size, lc.in_channels, lc.feat_channels, lc.out_channels, lc.downsample, lc.num_blocks, lc.max_points, lc.hidden_channels, lc.input_norm, lc.time_bins, lc.time_bin_width)
 
 

@@ -1,4 +1,4 @@
-"""CLI: ``bevsimdet visualize``."""
+"""CLI: ``bevsimdet visualize`` and ``bevsimdet inspect`` (box counts of a dataset + one sample drawn)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,84 @@ from bevsimdet.cli_options import checkpoint_option, config_argument, dataroot_o
 from bevsimdet.progress import configure as configure_progress
 
 
+def inspect_command(
+    dataroot: Path = typer.Option(..., "--dataroot", help="nuScenes-format dataset root."),
+    version: str = typer.Option("v1.0-mini", "--version", help="Dataset version."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split to draw from (default: the first, e.g. mini_train)."),
+    index: int = typer.Option(0, "--index", min=0, help="Index of the sample in the split."),
+    sample: Optional[str] = typer.Option(None, "--sample", help="Sample token (overrides --index and --split)."),
+    out: Path = typer.Option(Path("sample.png"), "--out", help="PNG to write."),
+    sweeps: int = typer.Option(0, "--sweeps", min=0, help="LiDAR sweeps merged into the BEV panel."),
+    infos: Optional[Path] = typer.Option(None, "--infos", help="Info folder (default: DATAROOT/bevsimdet_infos; built if missing)."),
+    progress: Optional[bool] = progress_option(),
+) -> None:
+    """Print box counts per class and split, and render one sample (6 cameras + BEV) to a PNG."""
+    progress = configure_progress(progress)
+    from rich.console import Console
+    from rich.table import Table
+
+    from bevsimdet.data.classes import CAMERAS, CLASSES
+    from bevsimdet.data.dataset import NuScenesDataset
+    from bevsimdet.data.infos import create_infos, load_infos
+    from bevsimdet.data.loader import collate
+    from bevsimdet.errors import UserError
+    from bevsimdet.viz.sample import render_sample
+
+    console = Console()
+    paths = create_infos(dataroot, version, infos, progress=progress)
+    loaded = {s: load_infos(p) for s, p in paths.items()}
+    table = Table(title=f"GT boxes per class ({dataroot}, {version})")
+    table.add_column("class")
+    for s in loaded:
+        table.add_column(s, justify="right")
+    counts = {s: {c: 0 for c in CLASSES} for s in loaded}
+    for s, info in loaded.items():
+        for rec in info.samples:
+            for name in rec.gt.names:
+                if name in counts[s]:
+                    counts[s][name] += 1
+    for c in CLASSES:
+        table.add_row(c, *(str(counts[s][c]) for s in loaded))
+    table.add_row("[bold]all boxes", *(str(sum(counts[s].values())) for s in loaded))
+    table.add_row("[bold]samples", *(str(len(info)) for info in loaded.values()))
+    table.add_row("[bold]scenes", *(str(len({r.scene_token for r in info.samples})) for info in loaded.values()))
+    console.print(table)
+
+    if sample is not None:
+        split = next((s for s, info in loaded.items() if any(r.token == sample for r in info.samples)), None)
+        if split is None:
+            raise UserError(f"sample token {sample} is in no split of {dataroot} ({version})", fix="pick a token from the info files")
+    split = split or next(iter(loaded))
+    if split not in loaded:
+        raise UserError(f"no split '{split}' in {version}", fix=f"use one of {', '.join(loaded)}")
+    info = loaded[split]
+    sweeps = min(sweeps, info.max_sweeps)
+    if not info.samples:
+        raise UserError(f"split '{split}' has no samples", fix="pick another --split")
+    from bevsimdet.data.dataset import read_image
+    from bevsimdet.data.transforms import ImageAug
+
+    # draw at the original resolution: the test transform with resize 1 is the identity
+    h, w = read_image(Path(dataroot) / info.samples[0].cams[CAMERAS[0]].path).shape[:2]
+    dataset = NuScenesDataset(
+        info,
+        dataroot,
+        image_size=(h, w),
+        image_aug=ImageAug(image_size=(h, w), test_resize=1.0),
+        sweeps=sweeps,
+        point_cloud_range=None,
+    )
+    i = dataset.index_of(sample) if sample is not None else index
+    if i >= len(dataset):
+        raise UserError(f"--index {i} is out of range: split '{split}' has {len(dataset)} samples", fix=f"use 0..{len(dataset) - 1}")
+    batch = collate([dataset[i]])
+    path = render_sample(batch, 0, out, title=f"{split}[{i}] sample {batch.meta[0].sample_token}")
+    console.print(f"sample {batch.meta[0].sample_token} ({split}[{i}], {len(batch.gt_boxes[0])} boxes) drawn to {path}")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect_command)
+
     @app.command("visualize")
     def visualize_cmd(
         config: Path = config_argument(),

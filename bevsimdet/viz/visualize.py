@@ -95,7 +95,8 @@ def visualize(
 
 
 def _teacher(checkpoint: str | Path, config: str | Path | None, device: torch.device) -> torch.nn.Module:
-    from bevsimdet.distill.run import load_frozen_teacher, teacher_config_from
+    from bevsimdet.config import teacher_config_from
+    from bevsimdet.distill.run import load_frozen_teacher
 
     return load_frozen_teacher(teacher_config_from(checkpoint, config), checkpoint, device)
 

@@ -217,11 +217,4 @@ class PillarLidarEncoder(nn.Module):
         return self.backbone(dense)
 
 
-def build_sparse_encoder(**kwargs) -> nn.Module:
-    """The spconv encoder (imports spconv now; CUDA only)."""
-    from bevsimdet.models.lidar.sparse import SparseLidarEncoder
-
-    return SparseLidarEncoder(**kwargs)
-
-
-__all__ = ["PillarLidarEncoder", "PillarFeatureNet", "time_slice", "voxelize", "voxelize_reference", "voxel_grid", "scatter_mean", "build_sparse_encoder"]
+__all__ = ["PillarLidarEncoder", "PillarFeatureNet", "time_slice", "voxelize", "voxelize_reference", "voxel_grid", "scatter_mean"]

@@ -1,6 +1,6 @@
 """Optional sparse-convolution LiDAR encoder (BEVFusion's SparseEncoder layout), CUDA only.
 
-Importing this module imports spconv; :func:`bevsimdet.models.lidar.build_sparse_encoder` does
+Importing this module imports spconv; :func:`bevsimdet.models.build.build_lidar_encoder` does
 so only when a config asks for ``model.lidar.encoder: sparse``. spconv's CPU backward does not
 work, so the encoder refuses to build without CUDA. Untested in CI (no spconv, no GPU there).
 
