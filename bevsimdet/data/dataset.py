@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 SKIP_HINT = files.SKIP_HINT
 SKIP_SLOTS = 257  # slots of the shared skip counter: the main process and up to 256 loader workers
-SWEEP_MIN_RANGE = 1.0  # m: sweep returns this close to the sensor hit the car itself (as mmdet3d)
+SWEEP_MIN_RANGE = files.SWEEP_MIN_RANGE
+read_sweep = files.read_sweep
 
 # The augmentation key a sampler may pass with an index: (seed, epoch); the sample's random
 # draws then depend on (seed, epoch, index) only, whatever the worker layout.
@@ -78,19 +79,6 @@ def _skip_slot() -> int:
     DataLoader worker (workers of one loader run at once, so they need their own slots)."""
     info = torch.utils.data.get_worker_info()
     return 0 if info is None else 1 + info.id % (SKIP_SLOTS - 1)
-
-
-def read_sweep(path: Path, sensor2ego: np.ndarray, lag: float, load_dim: int) -> np.ndarray:
-    """P x 5 float32 (x, y, z in the keyframe ego frame, intensity, ``lag``) of one LiDAR file;
-    a sweep (``lag > 0``) loses its returns within :data:`SWEEP_MIN_RANGE` of the sensor."""
-    pts = read_points(path, load_dim)
-    if lag > 0:
-        pts = pts[np.hypot(pts[:, 0], pts[:, 1]) >= SWEEP_MIN_RANGE]
-    out = np.empty((len(pts), POINT_DIM), dtype=np.float32)
-    out[:, :3] = pts[:, :3] @ sensor2ego[:3, :3].T.astype(np.float32) + sensor2ego[:3, 3].astype(np.float32)
-    out[:, 3] = pts[:, 3]
-    out[:, 4] = lag
-    return out
 
 
 class NuScenesDataset(Dataset):

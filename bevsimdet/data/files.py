@@ -116,4 +116,21 @@ def read_points(path: str | Path, load_dim: int, *, fix: str = SKIP_HINT) -> np.
     return points
 
 
-__all__ = ["SKIP_HINT", "JPEG_SUFFIXES", "jpeg_problem", "decode_image", "read_image", "point_size_problem", "read_points"]
+SWEEP_MIN_RANGE = 1.0  # m: sweep returns this close to the sensor hit the car itself (as mmdet3d)
+
+
+def read_sweep(path: str | Path, sensor2ego: np.ndarray, lag: float, load_dim: int, *, fix: str = SKIP_HINT) -> np.ndarray:
+    """P x 5 float32 (x, y, z in the keyframe ego frame, intensity, ``lag``: the dataset's point
+    layout, ``batch.POINT_DIM``) of one LiDAR file; a sweep (``lag > 0``) loses its returns within
+    :data:`SWEEP_MIN_RANGE` of the sensor. The dataset and the GT database both read points here."""
+    pts = read_points(path, load_dim, fix=fix)[:, :4]
+    if lag > 0:
+        pts = pts[np.hypot(pts[:, 0], pts[:, 1]) >= SWEEP_MIN_RANGE]
+    out = np.empty((len(pts), 5), dtype=np.float32)
+    out[:, :3] = pts[:, :3] @ sensor2ego[:3, :3].T.astype(np.float32) + sensor2ego[:3, 3].astype(np.float32)
+    out[:, 3] = pts[:, 3]
+    out[:, 4] = lag
+    return out
+
+
+__all__ = ["SKIP_HINT", "JPEG_SUFFIXES", "jpeg_problem", "decode_image", "read_image", "point_size_problem", "read_points", "read_sweep", "SWEEP_MIN_RANGE"]

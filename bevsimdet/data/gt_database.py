@@ -12,7 +12,7 @@ safe, versioned format (JSON + safetensors, no pickle). ``<info_dir>/gt_database
                                   P x 5 float32 (x, y, z in the box frame, intensity, time lag),
                                   sweep P uint8 (0 = keyframe, k = the k-th stored sweep)
 
-Points are loaded exactly as the dataset loads them (:func:`bevsimdet.data.dataset.read_sweep`:
+Points are loaded exactly as the dataset loads them (:func:`bevsimdet.data.files.read_sweep`:
 keyframe and all ``max_sweeps`` stored sweeps, in the keyframe ego frame, with their time lag). A
 point belongs to an object when it lies in the object's box *at the point's time*: the box moved
 back by velocity x time lag (:func:`points_in_moving_boxes`), so a moving object keeps the trail
@@ -134,7 +134,7 @@ def from_box_frame(points: np.ndarray, box: np.ndarray) -> np.ndarray:
 def sample_objects(dataroot: Path, info: SampleInfo, load_dim: int) -> dict[str, np.ndarray]:
     """The objects of one sample with at least one point: boxes, labels, per-sweep counts and
     their points in the box frame (object by object, sweep by sweep)."""
-    from bevsimdet.data.dataset import read_sweep
+    from bevsimdet.data.files import read_sweep
 
     files = [(info.lidar_path, info.lidar2ego, 0.0)] + [(w.path, w.sensor2ego, w.time_lag) for w in info.sweeps]
     sweeps = [read_sweep(dataroot / p, t, lag, load_dim) for p, t, lag in files]
