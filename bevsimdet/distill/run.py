@@ -166,8 +166,18 @@ def teacher_terms(cfg: Any) -> list[str]:
 
 
 def needs_teacher(cfg: Any) -> list[str]:
-    """What in ``cfg`` needs the teacher: its enabled teacher terms and ``init_from_teacher``."""
-    return teacher_terms(cfg) + (["init_from_teacher"] if cfg.distill.init_from_teacher else [])
+    """What in ``cfg`` needs the teacher: its enabled teacher terms and ``init_from_teacher``
+    (unless ``distill.init_checkpoint`` names another source for those parts)."""
+    from_teacher = cfg.distill.init_from_teacher and not cfg.distill.init_checkpoint
+    return teacher_terms(cfg) + (["init_from_teacher"] if from_teacher else [])
+
+
+def init_from_checkpoint(model: nn.Module, checkpoint: str | Path, parts: list[str]) -> int:
+    """:func:`init_from_teacher` with the model stored in ``checkpoint`` (config read from it) as
+    the source, loaded frozen on the student's device and dropped afterwards."""
+    device = next(model.parameters()).device
+    source = load_frozen_teacher(teacher_config_from(checkpoint), checkpoint, device)
+    return init_from_teacher(model, source, parts)
 
 
 def distillation_objective_factory(teacher_cfg: Any | None, teacher_checkpoint: str | Path | None):
@@ -175,13 +185,17 @@ def distillation_objective_factory(teacher_cfg: Any | None, teacher_checkpoint: 
 
     def make(cfg: Any, model: nn.Module):
         teacher = None
+        if cfg.distill.init_from_teacher and cfg.distill.init_checkpoint:
+            # before the trainer copies the model into its EMA; --resume then overwrites it all
+            init_from_checkpoint(model, cfg.distill.init_checkpoint, cfg.distill.init_from_teacher)
         if needs_teacher(cfg):
             device = next(model.parameters()).device
             tcfg = teacher_cfg if teacher_cfg is not None else teacher_config_from(teacher_checkpoint, cfg.distill.teacher_config)
             check_teacher_fits(cfg, tcfg)  # before loading its weights
             teacher = load_frozen_teacher(tcfg, teacher_checkpoint, device)
-            # before the trainer copies the model into its EMA; --resume then overwrites it all
-            init_from_teacher(model, teacher, cfg.distill.init_from_teacher)
+            if not cfg.distill.init_checkpoint:
+                # before the trainer copies the model into its EMA; --resume then overwrites it all
+                init_from_teacher(model, teacher, cfg.distill.init_from_teacher)
         return build_distillation_objective(cfg, model, teacher)
 
     return make
@@ -195,6 +209,9 @@ def check_inputs(cfg: Any, teacher_checkpoint: str | Path | None) -> None:
             f"distillation trains a BEVSimDet student, but model.type is '{cfg.model.type}'",
             fix="use a student config such as configs/demo_student.yaml",
         )
+    init = cfg.distill.init_checkpoint
+    if init and not Path(init).is_file():
+        raise UserError(f"distill.init_checkpoint not found: {init}", fix="train that model first, or unset distill.init_checkpoint")
     needs = needs_teacher(cfg)
     if needs and teacher_checkpoint is None:
         raise ConfigError(f"distillation settings {needs} need a teacher", fix="pass --teacher CHECKPOINT (or set their weights to 0 and distill.init_from_teacher to [])")
@@ -221,4 +238,4 @@ def run_distillation(
     return run_training(cfg, work_dir, resume=resume, objective_factory=factory, progress=progress)
 
 
-__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "TEACHER_PARTS", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
+__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "init_from_checkpoint", "TEACHER_PARTS", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
