@@ -5,7 +5,7 @@
     models/eval:  models, eval (neither uses the other)
     engine:       engine, distill, config (distill may use engine; the config schema ties the
                   per-package config dataclasses together)
-    application:  cli, cli_options, bench, demo, infer, export, viz, every ``*.commands`` module
+    application:  cli, cli_options, bench, demo, claim, infer, export, viz, every ``*.commands`` module
                   and distill.ablate (an experiment driver, like demo)
 
 Every import counts, module-level or inside a function (a lazy import is still a dependency).
@@ -27,7 +27,7 @@ FLOORS = {
     "geometry": 1, "data": 1,
     "models": 2, "eval": 2,
     "engine": 3, "distill": 3, "config": 3,
-    "cli": 4, "cli_options": 4, "bench": 4, "demo": 4, "infer": 4, "export": 4, "viz": 4, "__main__": 4,
+    "cli": 4, "cli_options": 4, "bench": 4, "demo": 4, "claim": 4, "infer": 4, "export": 4, "viz": 4, "__main__": 4,
 }
 # same-floor imports between different rooms that are allowed (importer room -> imported room)
 SIDEWAYS = {("weights", "errors"), ("weights", "io"), ("data", "geometry"), ("distill", "engine"), ("distill", "config"), ("engine", "config")}

@@ -26,6 +26,7 @@ import numpy as np
 from bevsimdet.eval.boxes import DETECTION_NAMES, BoxSet, angle_diff, quaternion_yaw, scale_iou, xy_norm
 from bevsimdet.eval.gt import GroundTruth, filter_boxes
 from bevsimdet.eval.metrics import (
+    NUM_RECALL,
     SKIPPED_TP,
     SUMMARY_KEYS,
     TP_METRICS,
@@ -108,12 +109,27 @@ class PreparedRun:
             label_aps[name] = {}
             for th in cfg.dist_ths:
                 c = self.curves[(name, th)]
+                if th != cfg.dist_th_tp:  # only the AP is read at this threshold: skip the TP errors
+                    label_aps[name][th] = self._ap(c, w, npos)
+                    continue
                 curve = self._curve(c, w, npos)
                 label_aps[name][th] = calc_ap(curve, cfg.min_recall, cfg.min_precision)
-                if th == cfg.dist_th_tp:
-                    label_tp[name] = {m: math.nan if m in SKIPPED_TP.get(name, ()) else calc_tp(curve, cfg.min_recall, m)
-                                      for m in TP_METRICS}
+                label_tp[name] = {m: math.nan if m in SKIPPED_TP.get(name, ()) else calc_tp(curve, cfg.min_recall, m)
+                                  for m in TP_METRICS}
         return summary_of(DetectionMetrics(label_aps, label_tp, 0.0, cfg))
+
+    def _ap(self, c: _ClassCurve, w: np.ndarray, npos: int) -> float:
+        """calc_ap of the curve :meth:`_curve` would build (its precision part only)."""
+        reps = w[c.sample]
+        is_tp = np.repeat(c.is_tp, reps)
+        if npos == 0 or not is_tp.any():
+            return calc_ap(Curve.no_predictions(), self.config.min_recall, self.config.min_precision)
+        tp = np.cumsum(is_tp).astype(float)
+        fp = np.cumsum(~is_tp).astype(float)
+        prec = np.interp(np.linspace(0, 1, NUM_RECALL), tp / float(npos), tp / (fp + tp), right=0)
+        prec = prec[round(100 * self.config.min_recall) + 1:] - self.config.min_precision
+        prec[prec < 0] = 0
+        return float(np.mean(prec)) / (1.0 - self.config.min_precision)
 
     @staticmethod
     def _curve(c: _ClassCurve, w: np.ndarray, npos: int) -> Curve:
