@@ -56,9 +56,9 @@ class ClaimPlan:
 
     The val split: 20 scenes of 10 keyframes (5 s). Every scene places each class near the ego
     path at mid-scene, so 20 scenes hold >= 20 distinct objects of every class; measured on world
-    seeds 0, 23-27: 22-30 objects of the rarest class (motorcycle or bicycle), 16-18 scenes were the
-    least that reached 20 per class (20-scene val of 40-keyframe scenes: 15-16 scenes needed, 4x
-    the keyframes). Train: the demo's 8 scenes of 40 keyframes.
+    seeds 0, 23-27: 22-26 objects of the rarest class, and 16-18 scenes were the least that reached
+    20 per class (40-keyframe scenes: 15-16 scenes, 3.5x the keyframes; docs/claim.md). Train: the
+    demo's 8 scenes of 40 keyframes.
     """
 
     train_scenes: int = 8

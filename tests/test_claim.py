@@ -207,3 +207,17 @@ def test_quick_claim_end_to_end_with_subprocess_jobs(tmp_path):
     run = tmp_path / "world101" / STUDENT / "seed0"
     assert (run / "predictions.npz").is_file() and (run / "bootstrap.npz").is_file() and (run / "task.log").is_file()
     assert json.loads((run / "eval.json").read_text())["steps"] == 3
+
+
+def test_val_scenes_take_official_val_names_after_the_train_scenes():
+    from nuscenes.utils import splits
+
+    from bevsimdet.data.sim import scene_names
+
+    names = scene_names("v1.0-trainval", 5, val_scenes=3)
+    assert names[:2] == list(splits.train[:2]) and names[2:] == list(splits.val[:3])
+    assert scene_names("v1.0-trainval", 5) == scene_names("v1.0-trainval", 5, None)  # the old interleave is unchanged
+    with pytest.raises(UserError, match="needs --version v1.0-trainval"):
+        scene_names("v1.0-mini", 10, val_scenes=2)
+    with pytest.raises(UserError, match="--val-scenes 6 of --scenes 5"):
+        scene_names("v1.0-trainval", 5, val_scenes=6)
