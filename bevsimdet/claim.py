@@ -146,6 +146,12 @@ def execute_task(kind: str, spec: dict, progress: bool = False) -> None:
                  samples_per_scene=spec["samples_per_scene"], seed=spec["seed"], image_scale=spec["image_scale"],
                  sweeps_per_sample=spec["sweeps"], progress=progress, workers=spec["workers"],
                  val_scenes=spec["val_scenes"], val_samples_per_scene=spec["val_samples_per_scene"])
+        # the info files and the val GT cache now, once, rather than by every training that starts next
+        from bevsimdet.data.dataset import ensure_infos
+        from bevsimdet.eval.gt import load_gt
+
+        ensure_infos(_config("demo_camera.yaml", spec["overrides"]).data, "train", progress=progress)
+        load_gt(spec["dataroot"], VERSION, "val")
         atomic_write_text(spec["done_file"], "done\n")
     elif kind == "train":
         train_and_evaluate(spec, progress=progress)
@@ -270,7 +276,9 @@ def plan_tasks(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, *
         tasks.append(Task(f"world{w.seed}/simulate", "simulate", dict(
             dataroot=str(w.dataroot), seed=w.seed, train_scenes=plan.train_scenes, samples_per_scene=plan.samples_per_scene,
             val_scenes=plan.val_scenes, val_samples_per_scene=plan.val_samples_per_scene, image_scale=plan.image_scale,
-            sweeps=plan.sweeps, workers=sim_workers, done_file=str(w.dir / "WORLD_DONE")), done_file=str(w.dir / "WORLD_DONE")))
+            sweeps=plan.sweeps, workers=sim_workers, done_file=str(w.dir / "WORLD_DONE"),
+            overrides=[f"data.prepare_workers={sim_workers}", *_run_overrides(w, w.seed, 1, device, overrides)]),
+            done_file=str(w.dir / "WORLD_DONE")))
         sim = (tasks[-1].key,)
         for key, config in (("teacher", TEACHER_CONFIG), ("warm_start_model", WARM_CONFIG)):
             if key == "warm_start_model" and not any(r.warm_start for r in rows):
