@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "bevsimdet.viz.commands",  # visualize, inspect
     "bevsimdet.export.commands",  # export
     "bevsimdet.demo",  # demo
+    "bevsimdet.claim",  # claim
     "bevsimdet.bench",  # bench
 )
 

@@ -13,7 +13,7 @@ import torch
 
 from bevsimdet.config import load_config
 from bevsimdet.distill.run import check_inputs, init_from_teacher, needs_teacher
-from bevsimdet.errors import ConfigError
+from bevsimdet.errors import ConfigError, UserError
 from bevsimdet.models.build import build_detector
 from bevsimdet.models.teacher import FrozenTeacher
 
@@ -84,3 +84,27 @@ def test_init_from_teacher_alone_needs_a_teacher_checkpoint(tmp_path):
         check_inputs(cfg, None)
     # no teacher term and nothing copied: no teacher needed
     check_inputs(load_config(CONFIGS / "ablations" / "depth_only.yaml"), None)
+
+
+def test_init_checkpoint_copies_from_another_model_and_needs_no_teacher(tmp_path):
+    """``distill.init_checkpoint``: the parts come from a stored LiDAR-free model of the teacher's
+    fuser / decoder / head shape (here a student), and with no teacher term no teacher is needed."""
+    from bevsimdet.config import config_to_dict
+    from bevsimdet.distill.run import distillation_objective_factory
+    from bevsimdet.engine.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    source_cfg = load_config(CONFIGS / "ablations" / "no_distill.yaml", NO_WEIGHTS)
+    source = build_detector(source_cfg.model)
+    path = save_checkpoint(tmp_path / "warm.safetensors", model=source, config=config_to_dict(source_cfg))
+    cfg = load_config(CONFIGS / "ablations" / "init_only.yaml", NO_WEIGHTS + [f"distill.init_checkpoint={path}"])
+    assert needs_teacher(cfg) == []
+    check_inputs(cfg, None)
+    student = build_detector(cfg.model)
+    assert not _same(student.head, source.head)
+    distillation_objective_factory(None, None)(cfg, student)
+    assert _same(student.fuser, source.fuser) and _same(student.decoder, source.decoder) and _same(student.head, source.head)
+    assert not _same(student.camera_vt, source.camera_vt)
+    missing = load_config(CONFIGS / "ablations" / "init_only.yaml", [f"distill.init_checkpoint={tmp_path / 'none.safetensors'}"])
+    with pytest.raises(UserError, match="init_checkpoint not found"):
+        check_inputs(missing, None)

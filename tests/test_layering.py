@@ -9,7 +9,7 @@
                   cli_options (the options shared by the commands)
     5 commands:   every ``*.commands`` module and distill.ablate (the application modules of
                   their room, on floor 5 or their room's floor if higher), infer
-    6 tools:      viz, export, demo, bench (they may use infer)
+    6 tools:      viz, export, demo, claim, bench (they may use infer)
     7 entry:      cli, then __main__
 
 Every import counts, module-level or inside a function (a lazy import is still a dependency).
@@ -35,7 +35,7 @@ FLOORS = {
     "engine": 3, "distill": 3,
     "config": 4, "cli_options": 4,
     "infer": 5,
-    "bench": 6, "demo": 6, "export": 6, "viz": 6,
+    "bench": 6, "claim": 6, "demo": 6, "export": 6, "viz": 6,
     "cli": 7, "__main__": 8,
 }
 COMMANDS_FLOOR = 5

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
             cfg.data.dataroot = str(dataroot)
         if teacher_config is not None:
             cfg.distill.teacher_config = str(teacher_config)
-        run_to_completion(lambda: run_distillation(cfg, lambda: teacher_config_from(teacher, cfg.distill.teacher_config), teacher, work_dir, resume=resume, progress=progress))
+        run_to_completion(lambda: run_distillation(cfg, lambda: teacher_config_from(teacher, cfg.distill.teacher_config), teacher, work_dir, resume=resume, progress=progress, config_of=teacher_config_from))
 
     @app.command("distill-terms")
     def distill_terms(

@@ -93,6 +93,10 @@ class DistillConfig:
     # fused BEV features, which MMD-F asks for anyway), ``image_encoder``, ``camera_vt`` /
     # ``sim_lidar_vt`` (both from the teacher's camera LSS). Shapes must match (a one-line error).
     init_from_teacher: list[str] = field(default_factory=list)
+    # copy those parts from this checkpoint's model instead of the teacher's (its config is read
+    # from the checkpoint; the parts' shapes must match): e.g. a LiDAR-free model of the teacher's
+    # fuser / decoder / head shape, the warm-start control of ``bevsimdet claim``
+    init_checkpoint: str | None = None
     # teacher: its model config is read from the checkpoint; a YAML path here overrides it
     teacher_config: str | None = None
     teacher_amp: Literal["none", "float16", "bfloat16"] = "none"  # teacher autocast (CUDA only)

@@ -162,19 +162,37 @@ def teacher_terms(cfg: Any) -> list[str]:
 
 
 def needs_teacher(cfg: Any) -> list[str]:
-    """What in ``cfg`` needs the teacher: its enabled teacher terms and ``init_from_teacher``."""
-    return teacher_terms(cfg) + (["init_from_teacher"] if cfg.distill.init_from_teacher else [])
+    """What in ``cfg`` needs the teacher: its enabled teacher terms and ``init_from_teacher``
+    (unless ``distill.init_checkpoint`` names another source for those parts)."""
+    from_teacher = cfg.distill.init_from_teacher and not cfg.distill.init_checkpoint
+    return teacher_terms(cfg) + (["init_from_teacher"] if from_teacher else [])
 
 
-def distillation_objective_factory(teacher_cfg: Any | Callable[[], Any] | None, teacher_checkpoint: str | Path | None):
+def init_parts_from_checkpoint(model: nn.Module, checkpoint: str | Path, parts: list[str], config_of: Callable[[str | Path], Any]) -> "InitReport":
+    """:func:`teacher_init` with the model stored in ``checkpoint`` as the source (its config read
+    by ``config_of``, e.g. ``bevsimdet.config.teacher_config_from``), loaded frozen on the
+    student's device and dropped afterwards."""
+    device = next(model.parameters()).device
+    source = load_frozen_teacher(config_of(checkpoint), checkpoint, device)
+    return teacher_init(model, source, parts)
+
+
+def distillation_objective_factory(teacher_cfg: Any | Callable[[], Any] | None, teacher_checkpoint: str | Path | None,
+                                   config_of: Callable[[str | Path], Any] | None = None):
     """``objective_factory`` for :func:`run_training`; loads the teacher only if a term needs it.
     ``teacher_cfg`` is the teacher's config or a function returning it (called only then, e.g.
     ``lambda: bevsimdet.config.teacher_config_from(checkpoint)``; the combined config schema sits
-    above this package, so its callers load it)."""
+    above this package, so its callers load it). ``config_of(checkpoint)`` reads the stored config
+    of ``distill.init_checkpoint``'s model (needed only when that key is set)."""
 
     def make(cfg: Any, model: nn.Module):
         teacher = None
         reports = []
+        if cfg.distill.init_from_teacher and cfg.distill.init_checkpoint:
+            # before the trainer copies the model into its EMA; --resume then overwrites it all
+            if config_of is None:
+                raise ValueError("distill.init_checkpoint needs config_of (a function reading a checkpoint's stored config)")
+            reports.append(init_parts_from_checkpoint(model, cfg.distill.init_checkpoint, cfg.distill.init_from_teacher, config_of))
         if needs_teacher(cfg):
             device = next(model.parameters()).device
             tcfg = teacher_cfg() if callable(teacher_cfg) else teacher_cfg
@@ -183,7 +201,7 @@ def distillation_objective_factory(teacher_cfg: Any | Callable[[], Any] | None, 
             check_teacher_fits(cfg, tcfg)  # before loading its weights
             teacher = load_frozen_teacher(tcfg, teacher_checkpoint, device)
             # before the trainer copies the model into its EMA; --resume then overwrites it all
-            if cfg.distill.init_from_teacher:
+            if cfg.distill.init_from_teacher and not cfg.distill.init_checkpoint:
                 reports.append(teacher_init(model, teacher, cfg.distill.init_from_teacher))
         objective = build_distillation_objective(cfg, model, teacher)
         objective.init_reports = reports  # run_training writes them into the run directory
@@ -200,6 +218,9 @@ def check_inputs(cfg: Any, teacher_checkpoint: str | Path | None) -> None:
             f"distillation trains a BEVSimDet student, but model.type is '{cfg.model.type}'",
             fix="use a student config such as configs/demo_student.yaml",
         )
+    init = cfg.distill.init_checkpoint
+    if init and not Path(init).is_file():
+        raise UserError(f"distill.init_checkpoint not found: {init}", fix="train that model first, or unset distill.init_checkpoint")
     needs = needs_teacher(cfg)
     if needs and teacher_checkpoint is None:
         raise ConfigError(f"distillation settings {needs} need a teacher", fix="pass --teacher CHECKPOINT (or set their weights to 0 and distill.init_from_teacher to [])")
@@ -215,6 +236,7 @@ def run_distillation(
     *,
     resume: bool = False,
     progress: bool = True,
+    config_of: Callable[[str | Path], Any] | None = None,
 ) -> Path:
     """Distil ``cfg``'s student from the teacher in ``teacher_checkpoint``; returns the student's
     final checkpoint. ``teacher_cfg`` is the teacher's config or a function loading it (see
@@ -222,8 +244,8 @@ def run_distillation(
     from bevsimdet.engine.train import run_training
 
     check_inputs(cfg, teacher_checkpoint)
-    factory = distillation_objective_factory(teacher_cfg, teacher_checkpoint)
+    factory = distillation_objective_factory(teacher_cfg, teacher_checkpoint, config_of)
     return run_training(cfg, work_dir, resume=resume, objective_factory=factory, progress=progress)
 
 
-__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "teacher_init", "TEACHER_PARTS", "build_distillation_objective", "load_frozen_teacher"]
+__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "teacher_init", "init_parts_from_checkpoint", "TEACHER_PARTS", "build_distillation_objective", "load_frozen_teacher"]

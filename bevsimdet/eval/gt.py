@@ -128,6 +128,11 @@ class GroundTruth:
 def filter_boxes(boxes: BoxSet, ego_translation: np.ndarray, racks: BoxSet, class_range: Mapping[str, float]) -> BoxSet:
     """The devkit's ``filter_eval_boxes``: keep boxes within their class range (xy distance to the
     ego, strict), with ``num_pts != 0``, and drop bicycles/motorcycles centred in a bicycle rack."""
+    return boxes.select(eval_mask(boxes, ego_translation, racks, class_range))
+
+
+def eval_mask(boxes: BoxSet, ego_translation: np.ndarray, racks: BoxSet, class_range: Mapping[str, float]) -> np.ndarray:
+    """N bools: the boxes :func:`filter_boxes` keeps."""
     ranges = np.array([float(class_range[n]) for n in DETECTION_NAMES])
     ego_dist = xy_norm(boxes.translation - ego_translation[boxes.sample])
     keep = (ego_dist < ranges[boxes.label]) & (boxes.num_pts != 0)
@@ -138,7 +143,55 @@ def filter_boxes(boxes: BoxSet, ego_translation: np.ndarray, racks: BoxSet, clas
             boxes.translation[bike[bi]], racks.translation[ri], racks.size[ri], racks.rotation[ri]
         )
         keep[bike[bi[inside]]] = False
-    return boxes.select(keep)
+    return keep
+
+
+def count_instances(dataroot: str | Path, version: str, split: str, class_range: Mapping[str, float] | None = None) -> dict[str, int]:
+    """Distinct physical objects (instance tokens) per detection class that the evaluation of
+    ``split`` scores: annotated at least once within the class range with LiDAR points (the boxes
+    :func:`load_gt` keeps). What a split can resolve depends on these, not on its box count: one
+    parked motorcycle seen in 40 keyframes is one object."""
+    scene_names = set(check_split(split, version))
+    folder = table_folder(dataroot, version)
+    tables = read_eval_tables(folder)
+    return instances_from_tables(tables, scene_names, class_range or CVPR_2019_CLASS_RANGE, source=folder)
+
+
+def instances_from_tables(tables: EvalTables, scene_names: set[str], class_range: Mapping[str, float],
+                          source: object = "") -> dict[str, int]:
+    """:func:`count_instances` on already read tables."""
+    samples = [s["token"] for s in tables.samples if tables.scene_name[s["scene_token"]] in scene_names]
+    ego, sample_idx, labels, translation, num_pts, instance, racks, rack_idx = [], [], [], [], [], [], [], []
+    for si, token in enumerate(samples):
+        if token not in tables.lidar_ego:
+            raise DataError(f"sample {token} has no LIDAR_TOP keyframe (sample_data)", path=source)
+        ego.append(tables.lidar_ego[token])
+        for ann in tables.anns[token]:
+            if ann["category_name"] == BIKE_RACK:
+                racks.append(ann)
+                rack_idx.append(si)
+            name = CATEGORY_TO_DETECTION_NAME.get(ann["category_name"])
+            if name is not None:
+                sample_idx.append(si)
+                labels.append(NAME_TO_INDEX[name])
+                translation.append(ann["translation"])
+                num_pts.append(_num_pts(ann))
+                instance.append(ann["instance_token"])
+    n = len(labels)
+    boxes = BoxSet.from_columns(
+        sample=sample_idx, label=labels, translation=np.array(translation, dtype=np.float64).reshape(n, 3),
+        size=np.ones((n, 3)), rotation=np.tile([1.0, 0, 0, 0], (n, 1)), velocity=np.zeros((n, 2)),
+        attribute=np.full(n, -1), score=np.full(n, -1.0), num_pts=num_pts)
+    nr = len(racks)
+    rack_set = BoxSet.from_columns(
+        sample=rack_idx, label=np.zeros(nr), translation=[r["translation"] for r in racks], size=[r["size"] for r in racks],
+        rotation=[r["rotation"] for r in racks], velocity=np.zeros((nr, 2)), attribute=np.full(nr, -1),
+        score=np.full(nr, -1.0), num_pts=np.full(nr, -1))
+    keep = eval_mask(boxes, np.array(ego, dtype=np.float64).reshape(-1, 3), rack_set, class_range)
+    seen: dict[str, set[str]] = {name: set() for name in DETECTION_NAMES}
+    for k in np.flatnonzero(keep):
+        seen[DETECTION_NAMES[labels[k]]].add(instance[k])
+    return {name: len(v) for name, v in seen.items()}
 
 
 def load_gt(

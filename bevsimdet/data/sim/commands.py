@@ -26,6 +26,10 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force", help="Rebuild even if OUT already holds this world."),
         world_revision: int | None = typer.Option(None, "--world-revision",
                                                   help="World rules (default: the newest); 1 is the world measured before 2026-11-29 (docs/sim.md)."),
+        val_scenes: int | None = typer.Option(None, "--val-scenes",
+                                              help="v1.0-trainval: the last N of --scenes are val scenes (default: 1 in 5)."),
+        val_samples_per_scene: int | None = typer.Option(None, "--val-samples-per-scene",
+                                                         help="Keyframes per val scene (default: --samples-per-scene)."),
         progress: bool | None = progress_option(),
     ) -> None:
         """Write a synthetic nuScenes-format dataset (6 cameras, LIDAR_TOP with sweeps, 3D boxes).
@@ -49,10 +53,17 @@ def register(app: typer.Typer) -> None:
             workers = min(scenes, os.cpu_count() or 1)
         s = simulate(out, version=version, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
                      image_scale=image_scale, sweeps_per_sample=sweeps, progress=progress, workers=workers, force=force,
-                     world_revision=WORLD_REVISION if world_revision is None else world_revision)
+                     world_revision=WORLD_REVISION if world_revision is None else world_revision,
+                     val_scenes=val_scenes, val_samples_per_scene=val_samples_per_scene)
         if s["reused"]:
             return
         rate = s["keyframes"] / max(s["seconds"], 1e-9)
         typer.echo(f"wrote {s['scenes']} scenes, {s['keyframes']} keyframes, {s['sweeps']} sweeps, "
                    f"{s['annotations']} boxes to {out} in {s['seconds']:.1f} s ({rate:.2f} keyframes/s)")
         typer.echo("boxes per class: " + ", ".join(f"{k} {v}" for k, v in s["per_class"].items()))
+        from bevsimdet.eval.gt import count_instances
+
+        for split in s["per_split"]:
+            if split != "other":  # distinct objects an evaluation of the split can see (in range, with points)
+                counts = count_instances(out, version, split)
+                typer.echo(f"{split}: objects in evaluation range per class: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -42,22 +42,32 @@ _CATEGORY_DESCRIPTIONS = {
 }
 
 
-def scene_names(version: str, scenes: int) -> list[str]:
+def scene_names(version: str, scenes: int, val_scenes: int | None = None) -> list[str]:
     """Scene names taken from the devkit's splits so that its split lists apply to the world.
 
     v1.0-mini: the 10 mini scenes in name order (the 2 ``mini_val`` scenes fall at positions 2 and 7).
-    v1.0-trainval: one ``val`` scene for every four ``train`` scenes.
+    v1.0-trainval: one ``val`` scene for every four ``train`` scenes; with ``val_scenes``, the first
+    ``scenes - val_scenes`` names are ``train`` scenes and the last ``val_scenes`` are ``val`` scenes
+    (a held-out split sized on its own, e.g. to hold enough objects of every class).
     """
     from nuscenes.utils import splits
 
     if version == "v1.0-mini":
         names = sorted(splits.mini_train + splits.mini_val)
+        if val_scenes is not None:
+            raise UserError("--val-scenes needs --version v1.0-trainval (v1.0-mini has a fixed 8 / 2 split)",
+                            fix="add --version v1.0-trainval, or drop --val-scenes")
         if scenes > len(names):
             raise UserError(f"v1.0-mini has only {len(names)} scenes, asked for {scenes}",
                             fix="use --scenes 10 or less, or --version v1.0-trainval")
         return names[:scenes]
     if version == "v1.0-trainval":
         train, val = list(splits.train), list(splits.val)
+        if val_scenes is not None:
+            if not 0 <= val_scenes <= scenes or scenes - val_scenes > len(train) or val_scenes > len(val):
+                raise UserError(f"--val-scenes {val_scenes} of --scenes {scenes}: v1.0-trainval has {len(train)} train "
+                                f"and {len(val)} val scene names", fix="use 0 <= --val-scenes <= --scenes within those counts")
+            return train[:scenes - val_scenes] + val[:val_scenes]
         out = []
         for i in range(scenes):
             src = val if i % 5 == 1 and val else train
@@ -96,9 +106,12 @@ def _shared_tables(seed: int, image_scale: float) -> dict[str, list]:
 
 
 def _params(version: str, scenes: int, samples_per_scene: int, seed: int, image_scale: float, sweeps: int,
-            revision: int) -> dict:
-    return dict(version=version, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
-                image_scale=float(image_scale), sweeps_per_sample=sweeps, schema=SCHEMA, world_revision=revision)
+            revision: int, val_scenes: int | None = None, val_samples_per_scene: int | None = None) -> dict:
+    params = dict(version=version, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
+                  image_scale=float(image_scale), sweeps_per_sample=sweeps, schema=SCHEMA, world_revision=revision)
+    if val_scenes is not None:  # only then: the manifests of worlds written before keep matching
+        params.update(val_scenes=val_scenes, val_samples_per_scene=val_samples_per_scene)
+    return params
 
 
 def world_revision(params: dict) -> int:
@@ -144,8 +157,13 @@ def _prepare_target(out: Path, version: str, params: dict, force: bool) -> dict 
 
 def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: int = 10, samples_per_scene: int = 20,
              seed: int = 0, image_scale: float = 0.25, sweeps_per_sample: int = 9, progress: bool = True,
-             workers: int = 0, force: bool = False, world_revision: int = WORLD_REVISION) -> dict:
+             workers: int = 0, force: bool = False, world_revision: int = WORLD_REVISION,
+             val_scenes: int | None = None, val_samples_per_scene: int | None = None) -> dict:
     """Write a synthetic nuScenes-format dataset to ``out_dir`` (the dataroot) and return a summary.
+
+    ``val_scenes`` (v1.0-trainval only): of the ``scenes``, this many are ``val`` scenes (the rest
+    ``train``), each ``val_samples_per_scene`` keyframes long (default: ``samples_per_scene``);
+    a held-out split that holds enough distinct objects of every class costs scenes, not frames.
 
     ``world_revision`` picks the world's rules (:data:`bevsimdet.data.sim.scene.WORLD_REVISIONS`;
     the newest by default, 1 rebuilds the worlds measured before 2026-11-29).
@@ -165,9 +183,16 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
     if world_revision not in WORLD_REVISIONS:
         raise UserError(f"unknown world revision {world_revision}",
                         fix=f"use one of {', '.join(map(str, sorted(WORLD_REVISIONS)))}")
-    names = scene_names(version, scenes)
+    if val_scenes is not None and val_samples_per_scene is None:
+        val_samples_per_scene = samples_per_scene
+    if val_samples_per_scene is not None and (val_scenes is None or val_samples_per_scene < 1):
+        raise UserError("--val-samples-per-scene needs --val-scenes and must be >= 1", fix="fix the arguments")
+    names = scene_names(version, scenes, val_scenes)
+    first_val = scenes - val_scenes if val_scenes is not None else scenes
+    samples = [val_samples_per_scene if i >= first_val else samples_per_scene for i in range(scenes)]
     out = Path(out_dir)
-    params = _params(version, scenes, samples_per_scene, seed, image_scale, sweeps_per_sample, world_revision)
+    params = _params(version, scenes, samples_per_scene, seed, image_scale, sweeps_per_sample, world_revision,
+                     val_scenes, val_samples_per_scene)
     t0 = time.perf_counter()
     manifest = _prepare_target(out, version, params, force)
     if manifest is not None:
@@ -178,16 +203,16 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
     out.mkdir(parents=True, exist_ok=True)
     (out / IN_PROGRESS).write_text("bevsimdet simulate is writing this folder\n")
 
-    jobs = [SceneJob(str(out), seed, i, name, samples_per_scene, sweeps_per_sample, image_scale, world_revision)
+    jobs = [SceneJob(str(out), seed, i, name, samples[i], sweeps_per_sample, image_scale, world_revision)
             for i, name in enumerate(names)]
     if workers <= 0:
-        workers = 1 if scenes * samples_per_scene <= 60 else min(scenes, os.cpu_count() or 1)
+        workers = 1 if sum(samples) <= 60 else min(scenes, os.cpu_count() or 1)
     workers = max(1, min(workers, scenes))
     bar = None
     from bevsimdet.progress import enabled, progress_bar
 
     if enabled(progress):
-        bar = progress_bar(total=scenes * samples_per_scene, desc="simulate", unit="keyframe")
+        bar = progress_bar(total=sum(samples), desc="simulate", unit="keyframe")
     results: list[dict | None] = [None] * scenes
     if workers == 1:
         for job in jobs:
@@ -198,7 +223,7 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
             for fut in as_completed(futures):
                 results[futures[fut]] = fut.result()
                 if bar:
-                    bar.update(samples_per_scene)
+                    bar.update(samples[futures[fut]])
     if bar:
         bar.close()
 
@@ -221,7 +246,7 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
         sweeps += res["sweeps"]
     for name in TABLES:
         atomic_write_json(out / version / f"{name}.json", tables[name], indent=0)
-    summary = dict(version=version, scenes=scenes, keyframes=scenes * samples_per_scene, sweeps=sweeps,
+    summary = dict(version=version, scenes=scenes, keyframes=sum(samples), sweeps=sweeps,
                    annotations=len(tables["sample_annotation"]), instances=len(tables["instance"]),
                    per_class=per_class, per_split=per_split, seconds=round(time.perf_counter() - t0, 2),
                    reused=False, out=str(out))

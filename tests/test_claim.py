@@ -1,0 +1,223 @@
+"""``bevsimdet claim``: the world with a val split that can tell, the rows' plans, the orchestration
+(resumable, incremental, subprocess jobs) and the report with its paired intervals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bevsimdet.claim import (
+    ROWS,
+    STUDENT,
+    VERSION,
+    ClaimPlan,
+    _worlds,
+    load_predictions,
+    plan_tasks,
+    run_claim,
+    save_predictions,
+    select_rows,
+)
+from bevsimdet.errors import DataError, UserError
+from bevsimdet.eval.boxes import DETECTION_NAMES, BoxSet
+from bevsimdet.eval.gt import instances_from_tables
+from bevsimdet.eval.tables import EvalTables
+
+# a world small enough for a test: 1 train scene of 1 keyframe, 3 val scenes of 2, no sweeps
+TINY = ClaimPlan(train_scenes=1, samples_per_scene=1, val_scenes=3, val_samples_per_scene=2, image_scale=0.05, sweeps=0, bootstrap=30)
+
+
+@pytest.fixture(scope="module")
+def tiny_worlds(tmp_path_factory):
+    """The folder of world 3 of plan TINY, simulated once for the tests that run the claim."""
+    from bevsimdet.claim import execute_task, plan_tasks
+
+    data = tmp_path_factory.mktemp("claim_worlds")
+    out = tmp_path_factory.mktemp("claim_sim")
+    task = plan_tasks(_worlds(out, data, 3, 1), [0], TINY, rows=select_rows(["baseline"]))[0]
+    execute_task(task.kind, task.spec)
+    return data
+
+
+def _override(spec: dict, key: str) -> str:
+    return next(o.split("=", 1)[1] for o in spec["overrides"] if o.startswith(key + "="))
+
+
+def test_plan_gives_every_row_its_schedule_and_what_it_needs(tmp_path):
+    worlds = _worlds(tmp_path, tmp_path / "data", 7, 2)
+    tasks = {t.key: t for t in plan_tasks(worlds, [0, 1], ClaimPlan())}
+    assert len(tasks) == 2 * 3 + 2 * 2 * len(ROWS)
+    # seed 0 of every world is planned before seed 1 (a cut-short claim covers all worlds)
+    keys = list(tasks)
+    assert keys.index("world8/full/seed0") < keys.index("world7/baseline/seed1")
+    steps = {name: int(_override(tasks[f"world7/{name}/seed0"].spec, "train.max_steps")) for name in (r.name for r in ROWS)}
+    assert steps["baseline"] == steps[STUDENT] == 600 and steps["baseline_equal_compute"] == 720 + 600
+    assert _override(tasks["world7/warm_start_model"].spec, "train.max_steps") == "720"  # the teacher's steps
+    assert tasks["world7/warm_start_model"].spec["config"] == "ablations/no_distill.yaml"  # no LiDAR, no teacher
+    warm = str(tmp_path / "world7" / "warm_start_model" / "checkpoints" / "latest.safetensors")
+    for name, teacher, warm_start in [("baseline", False, False), ("baseline_equal_compute", False, False), ("warm_start", False, True),
+                                      ("warm_start_distill", True, True), ("init_only", True, False), ("full_no_init", True, False),
+                                      (STUDENT, True, False)]:
+        t = tasks[f"world7/{name}/seed1"]
+        assert ("world7/teacher" in t.deps) == teacher == ("teacher" in t.spec), name
+        assert ("world7/warm_start_model" in t.deps) == warm_start == (f"distill.init_checkpoint={warm}" in t.spec["overrides"]), name
+        assert _override(t.spec, "seed") == "1" and _override(t.spec, "data.val_split") == "val"
+    half = {t.key: t for t in plan_tasks(worlds, [0], ClaimPlan(steps_scale=0.5), rows=select_rows(["baseline"]))}
+    assert set(half) == {"world7/simulate", "world7/teacher", "world8/simulate", "world8/teacher", "world7/baseline/seed0", "world8/baseline/seed0"}
+    assert _override(half["world7/baseline/seed0"].spec, "train.max_steps") == "300"
+    with pytest.raises(UserError, match="unknown claim row"):
+        select_rows(["nope"])
+
+
+def test_instances_count_objects_not_boxes():
+    """Distinct instances within the class range with points: one car seen 3 times counts once."""
+    samples = [{"token": f"s{i}", "scene_token": "sc"} for i in range(3)]
+
+    def ann(i, inst, cat, x, pts):
+        return {"token": f"a{i}{inst}", "instance_token": inst, "category_name": cat, "translation": [x, 0.0, 0.0],
+                "num_lidar_pts": pts, "num_radar_pts": 0}
+
+    anns = {
+        "s0": [ann(0, "car1", "vehicle.car", 10, 5), ann(0, "bike", "vehicle.bicycle", 45, 3), ann(0, "ped", "human.pedestrian.adult", 5, 0)],
+        "s1": [ann(1, "car1", "vehicle.car", 12, 5), ann(1, "bike", "vehicle.bicycle", 39, 3), ann(1, "car2", "vehicle.car", 60, 9)],
+        "s2": [ann(2, "car1", "vehicle.car", 14, 5), ann(2, "ped", "human.pedestrian.adult", 6, 0)],
+    }
+    tables = EvalTables(samples, {"sc": "scene-0001"}, anns, {}, {}, {f"s{i}": [0.0, 0.0, 0.0] for i in range(3)})
+    from bevsimdet.eval.gt import CVPR_2019_CLASS_RANGE
+
+    counts = instances_from_tables(tables, {"scene-0001"}, CVPR_2019_CLASS_RANGE)
+    # car2 is beyond 50 m, the pedestrian has no points, the bicycle is within 40 m once
+    assert counts == {**{n: 0 for n in DETECTION_NAMES}, "car": 1, "bicycle": 1}
+
+
+def test_predictions_round_trip_and_refuse_other_samples(tmp_path):
+    preds = BoxSet.from_columns(sample=[0, 1], label=[0, 5], translation=np.ones((2, 3)), size=np.ones((2, 3)),
+                                rotation=np.tile([1.0, 0, 0, 0], (2, 1)), velocity=np.zeros((2, 2)), attribute=[-1, 2],
+                                score=[0.9, 0.4], num_pts=[-1, -1])
+    save_predictions(tmp_path / "p.npz", preds, ["a", "b"])
+    back = load_predictions(tmp_path / "p.npz", ["a", "b"])
+    assert all(np.array_equal(getattr(back, f), getattr(preds, f)) for f in ("sample", "label", "translation", "score", "attribute"))
+    with pytest.raises(DataError, match="other val samples"):
+        load_predictions(tmp_path / "p.npz", ["a", "c"])
+
+
+def _fake_training(calls: list):
+    """Stand-in for train_and_evaluate: predictions = the GT boxes moved by noise (the student's
+    0.1 m, every control's 1.2 m) and scored by the real evaluator."""
+    from bevsimdet.claim import save_predictions
+    from bevsimdet.engine.evaluate import summarize
+    from bevsimdet.eval.gt import load_gt
+    from bevsimdet.eval.metrics import evaluate
+    from bevsimdet.io import atomic_write_json
+
+    def fake(spec, progress=False):
+        run = Path(spec["work_dir"])
+        calls.append(spec)
+        row = run.parent.name if run.name.startswith("seed") else run.name
+        gt = load_gt(_override(spec, "data.dataroot"), VERSION, "val")
+        rng = np.random.default_rng(len(calls))
+        b = gt.boxes
+        noise = 0.1 if row == STUDENT else 1.2
+        preds = BoxSet(b.sample, b.label, b.translation + rng.normal(0, noise, b.translation.shape) * [1, 1, 0], b.size, b.rotation,
+                       np.nan_to_num(b.velocity), b.attribute, rng.uniform(0.2, 1.0, len(b)), np.full(len(b), -1))
+        save_predictions(run / "predictions.npz", preds, gt.sample_tokens)
+        atomic_write_json(run / "eval.json", summarize(evaluate(preds, gt).to_dict()))
+
+    return fake
+
+
+@pytest.mark.slow
+def test_claim_writes_rows_intervals_and_objects_and_resumes(tmp_path, monkeypatch, tiny_worlds):
+    import bevsimdet.claim as claim
+
+    calls: list = []
+    monkeypatch.setattr(claim, "train_and_evaluate", _fake_training(calls))
+    written = []
+    real_write = claim.write_report
+    monkeypatch.setattr(claim, "write_report", lambda *a, **k: written.append(1) or real_write(*a, **k))
+    report = run_claim(tmp_path, worlds=1, seeds=2, world_seed=3, plan=TINY, data_dir=tiny_worlds, log=lambda m: None)
+    assert len(calls) == 2 + 2 * len(ROWS)  # teacher, warm start, rows x seeds
+    assert len(written) == len(calls) + 2  # after the world, after every run, and at the end
+
+    manifest = json.loads((tiny_worlds / "world3" / "sim_manifest.json").read_text())
+    assert manifest["summary"]["keyframes"] == 1 + 3 * 2 and set(manifest["summary"]["per_split"]) == {"train", "val"}
+    on_disk = json.loads((tmp_path / "claim.json").read_text())
+    assert on_disk["complete"] and on_disk["finished_runs"] == 2 * len(ROWS) == report["finished_runs"]
+    world = on_disk["worlds"][0]
+    assert world["val_scenes"] == 3 and world["val_samples"] == 6
+    assert set(world["val_objects"]) == set(DETECTION_NAMES) and all(v >= 1 for v in world["val_objects"].values())
+    assert {"teacher", "warm_start_model"} <= set(world)
+    rows = {r["name"]: r for r in on_disk["rows"]}
+    assert list(rows) == [r.name for r in ROWS] and all(len(r["runs"]) == 2 and r["question"] for r in rows.values())
+    assert all("AP/car" in run["metrics"] for r in rows.values() for run in r["runs"])
+    diffs = {(d["control"], d["metric"]): d for d in on_disk["differences"]}
+    assert set(diffs) == {(r.name, k) for r in ROWS if r.name != STUDENT for k in ("mAP", "NDS", "mATE")}
+    for control in ("baseline", "warm_start"):
+        d = diffs[(control, "mATE")]
+        # the student's boxes are 10x closer: it wins mATE by an interval that excludes zero
+        assert d["low"] <= d["estimate"] <= d["high"] < 0 and d["excludes_zero"]
+        assert diffs[(control, "mAP")]["estimate"] > 0
+    md = (tmp_path / "claim.md").read_text()
+    assert "baseline_equal_compute" in md and "Δ" + "mAP" in md and "distinct val objects" in md
+    for r in ROWS:
+        assert r.question in md
+
+    calls.clear()  # resumable: everything is reused, the report is the same
+    again = run_claim(tmp_path, worlds=1, seeds=2, world_seed=3, plan=TINY, data_dir=tiny_worlds, log=lambda m: None)
+    assert calls == [] and again["differences"] == report["differences"]
+
+
+@pytest.mark.slow
+def test_a_cut_short_claim_reports_what_finished(tmp_path, monkeypatch, tiny_worlds):
+    import bevsimdet.claim as claim
+
+    calls: list = []
+    fake = _fake_training(calls)
+
+    def dies_at_the_third(spec, progress=False):  # teacher, baseline, then the student is cut short
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        fake(spec, progress)
+
+    monkeypatch.setattr(claim, "train_and_evaluate", dies_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_claim(tmp_path, worlds=1, seeds=1, world_seed=3, plan=TINY, rows=["baseline", STUDENT], data_dir=tiny_worlds,
+                  log=lambda m: None)
+    report = json.loads((tmp_path / "claim.json").read_text())
+    assert not report["complete"] and report["finished_runs"] == 1 and report["expected_runs"] == 2
+    assert "1 of 2 runs finished (incomplete" in (tmp_path / "claim.md").read_text()
+
+
+@pytest.mark.slow
+def test_quick_claim_end_to_end_with_subprocess_jobs(tmp_path):
+    """``bevsimdet claim --quick`` for real (2 rows, 1 world, 1 seed), trainings as 2 subprocesses."""
+    from typer.testing import CliRunner
+
+    from bevsimdet.cli import app
+
+    result = CliRunner().invoke(app, ["claim", "--quick", "--worlds", "1", "--seeds", "1", "--out", str(tmp_path), "--jobs", "2",
+                                        "--threads", "1", "--row", "baseline", "--row", STUDENT, "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "claim.json").read_text())
+    assert report["complete"] and [r["name"] for r in report["rows"]] == ["baseline", STUDENT]
+    assert {d["metric"] for d in report["differences"]} == {"mAP", "NDS", "mATE"}
+    run = tmp_path / "world101" / STUDENT / "seed0"
+    assert (run / "predictions.npz").is_file() and (run / "bootstrap.npz").is_file() and (run / "task.log").is_file()
+    assert json.loads((run / "eval.json").read_text())["steps"] == 3
+
+
+def test_val_scenes_take_official_val_names_after_the_train_scenes():
+    from nuscenes.utils import splits
+
+    from bevsimdet.data.sim import scene_names
+
+    names = scene_names("v1.0-trainval", 5, val_scenes=3)
+    assert names[:2] == list(splits.train[:2]) and names[2:] == list(splits.val[:3])
+    assert scene_names("v1.0-trainval", 5) == scene_names("v1.0-trainval", 5, None)  # the old interleave is unchanged
+    with pytest.raises(UserError, match="needs --version v1.0-trainval"):
+        scene_names("v1.0-mini", 10, val_scenes=2)
+    with pytest.raises(UserError, match="--val-scenes 6 of --scenes 5"):
+        scene_names("v1.0-trainval", 5, val_scenes=6)
