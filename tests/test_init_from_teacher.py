@@ -89,7 +89,7 @@ def test_init_from_teacher_alone_needs_a_teacher_checkpoint(tmp_path):
 def test_init_checkpoint_copies_from_another_model_and_needs_no_teacher(tmp_path):
     """``distill.init_checkpoint``: the parts come from a stored LiDAR-free model of the teacher's
     fuser / decoder / head shape (here a student), and with no teacher term no teacher is needed."""
-    from bevsimdet.config import config_to_dict
+    from bevsimdet.config import config_to_dict, teacher_config_from
     from bevsimdet.distill.run import distillation_objective_factory
     from bevsimdet.engine.checkpoint import save_checkpoint
 
@@ -102,7 +102,10 @@ def test_init_checkpoint_copies_from_another_model_and_needs_no_teacher(tmp_path
     check_inputs(cfg, None)
     student = build_detector(cfg.model)
     assert not _same(student.head, source.head)
-    distillation_objective_factory(None, None)(cfg, student)
+    with pytest.raises(ValueError, match="config_of"):  # the source's config must be readable
+        distillation_objective_factory(None, None)(cfg, build_detector(cfg.model))
+    objective = distillation_objective_factory(None, None, config_of=teacher_config_from)(cfg, student)
+    assert [len(r.loaded) > 0 for r in objective.init_reports] == [True]
     assert _same(student.fuser, source.fuser) and _same(student.decoder, source.decoder) and _same(student.head, source.head)
     assert not _same(student.camera_vt, source.camera_vt)
     missing = load_config(CONFIGS / "ablations" / "init_only.yaml", [f"distill.init_checkpoint={tmp_path / 'none.safetensors'}"])
