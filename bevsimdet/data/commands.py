@@ -18,7 +18,8 @@ def prepare_command(
     max_sweeps: int = typer.Option(9, "--max-sweeps", min=0, help="Previous LiDAR sweeps stored per keyframe."),
     workers: int = typer.Option(2, "--workers", min=1, help="Parallel processes (one scene at a time each)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the info files are up to date."),
-    gzip: bool = typer.Option(False, "--gzip", help="Write gzipped JSON (.json.gz)."),
+    fmt: str = typer.Option("columnar", "--format", help="columnar (memory-mapped arrays, .cols) or json (one JSON document, parsed into objects by every process that opens it)."),
+    gzip: bool = typer.Option(False, "--gzip", help="Write gzipped JSON (.json.gz; implies --format json)."),
     progress: Optional[bool] = progress_option(),
 ) -> None:
     """Build the info files (per-sample sensors, calibration, sweeps and GT boxes) of every split."""
@@ -29,13 +30,13 @@ def prepare_command(
     from bevsimdet.data.infos import create_infos, load_infos
 
     console = Console()
-    paths = create_infos(dataroot, version, out, max_sweeps=max_sweeps, workers=workers, progress=progress, force=force, compress=gzip)
+    paths = create_infos(dataroot, version, out, max_sweeps=max_sweeps, workers=workers, progress=progress, force=force, compress=gzip, fmt=fmt)
     table = Table(title=f"info files of {dataroot} ({version})")
     for col in ("split", "scenes", "samples", "boxes", "file"):
         table.add_column(col)
     for split, path in paths.items():
         info = load_infos(path)
-        table.add_row(split, str(len({s.scene_token for s in info.samples})), str(len(info)), str(sum(len(s.gt) for s in info.samples)), str(path))
+        table.add_row(split, str(info.num_scenes), str(len(info)), str(info.num_boxes), str(path))
     console.print(table)
 
 
@@ -71,19 +72,16 @@ def inspect_command(
         table.add_column(s, justify="right")
     counts = {s: {c: 0 for c in CLASSES} for s in loaded}
     for s, info in loaded.items():
-        for rec in info.samples:
-            for name in rec.gt.names:
-                if name in counts[s]:
-                    counts[s][name] += 1
+        counts[s] = dict(zip(CLASSES, info.gt_class_counts(CLASSES).sum(axis=0).tolist()))
     for c in CLASSES:
         table.add_row(c, *(str(counts[s][c]) for s in loaded))
     table.add_row("[bold]all boxes", *(str(sum(counts[s].values())) for s in loaded))
     table.add_row("[bold]samples", *(str(len(info)) for info in loaded.values()))
-    table.add_row("[bold]scenes", *(str(len({r.scene_token for r in info.samples})) for info in loaded.values()))
+    table.add_row("[bold]scenes", *(str(info.num_scenes) for info in loaded.values()))
     console.print(table)
 
     if sample is not None:
-        split = next((s for s, info in loaded.items() if any(r.token == sample for r in info.samples)), None)
+        split = next((s for s, info in loaded.items() if sample in info.tokens), None)
         if split is None:
             raise UserError(f"sample token {sample} is in no split of {dataroot} ({version})", fix="pick a token from the info files")
     split = split or next(iter(loaded))

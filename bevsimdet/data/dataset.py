@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from bevsimdet.data.batch import BOX_DIM, POINT_DIM, SampleMeta
 from bevsimdet.data.classes import CAMERAS, CLASS_TO_LABEL
-from bevsimdet.data.infos import InfoFile, SampleInfo, load_infos
+from bevsimdet.data.infos import ColumnarInfos, InfoFile, SampleInfo, SampleView, load_infos
 from bevsimdet.data.transforms import BEVAug, ImageAug, apply_bev_aug, normalize_image, warp_image
 from bevsimdet.errors import DataError
 
@@ -96,7 +96,7 @@ class NuScenesDataset(Dataset):
 
     def __init__(
         self,
-        infos: InfoFile | str | Path,
+        infos: InfoFile | ColumnarInfos | str | Path,
         dataroot: str | Path,
         *,
         image_size: tuple[int, int] = (256, 704),
@@ -112,7 +112,7 @@ class NuScenesDataset(Dataset):
         skip_bad_samples: bool = False,
         cameras: Sequence[str] = CAMERAS,
     ):
-        self.infos = infos if isinstance(infos, InfoFile) else load_infos(infos)
+        self.infos = infos if isinstance(infos, (InfoFile, ColumnarInfos)) else load_infos(infos)
         self.dataroot = Path(dataroot)
         if not self.dataroot.is_dir():
             raise DataError(f"dataroot {self.dataroot} does not exist", fix="pass the folder the info files were made from")
@@ -137,7 +137,9 @@ class NuScenesDataset(Dataset):
         self.skip_bad_samples = skip_bad_samples
         self.cameras = tuple(cameras)
         self.skipped = 0
-        self.samples: list[SampleInfo] = list(self.infos.samples)
+        # columnar infos stay a lazy view of the shared memory map: a list would build every
+        # sample's objects in every loader worker
+        self.samples: Sequence[SampleInfo] = self.infos.samples if isinstance(self.infos.samples, SampleView) else list(self.infos.samples)
         if skip_bad_samples:
             self._drop_missing()
 
@@ -146,11 +148,13 @@ class NuScenesDataset(Dataset):
 
     @property
     def sample_tokens(self) -> list[str]:
+        if isinstance(self.samples, SampleView):
+            return self.samples.tokens
         return [s.token for s in self.samples]
 
     def index_of(self, token: str) -> int:
-        for i, s in enumerate(self.samples):
-            if s.token == token:
+        for i, t in enumerate(self.sample_tokens):
+            if t == token:
                 return i
         raise DataError(f"sample token {token} is not in split '{self.infos.split}'", fix="pick a token from `bevsimdet inspect`")
 
@@ -161,12 +165,13 @@ class NuScenesDataset(Dataset):
         return files
 
     def _drop_missing(self) -> None:
-        keep = [s for s in self.samples if all(p.is_file() for p in self.files_of(s))]
+        keep = [i for i, s in enumerate(self.samples) if all(p.is_file() for p in self.files_of(s))]
         dropped = len(self.samples) - len(keep)
         if dropped:
             log.warning("skipping %d of %d samples of split '%s' with missing files", dropped, len(self.samples), self.infos.split)
             self.skipped += dropped
-            self.samples = keep
+            samples = self.samples
+            self.samples = samples.subset(keep) if isinstance(samples, SampleView) else [samples[i] for i in keep]
         if not self.samples:
             raise DataError(f"no sample of split '{self.infos.split}' has all its files under {self.dataroot}", fix="check --dataroot")
 
