@@ -121,16 +121,42 @@ BAD = {  # edit -> what the one-line message must say
 }
 
 
+# found by load_infos itself (structure); the others by verify() and, for values, when the
+# sample is built
+AT_LOAD = [k for k in BAD if "column" in k and "UTF-8" not in k] + ["schema version 0", "box convention", "more than the file's max_sweeps"]
+PER_SAMPLE = {"sample 0: sweeps[1].sensor2ego must be a finite rigid": 0, "cams.CAM_FRONT_RIGHT.intrinsics must be a finite 3 x 3": 2,
+              "gt.boxes[0] must hold finite": None, "column token is not UTF-8": 0}
+
+
+def _one_line(e, bad, needle) -> None:
+    msg = str(e.value)
+    assert needle in msg and str(bad) in msg and "prepare" in msg and "--force" in msg and "\n" not in msg
+
+
 @pytest.mark.parametrize("needle", BAD)
 def test_bad_columnar_files_are_one_line_errors(tmp_path, both, needle):
     src = both["columnar"]["mini_train"]
-    cols = load_infos(src)
-    assert max(len(s.sweeps) for s in cols.samples[:1]) > 1 or needle != "sample 0: sweeps[1].sensor2ego must be a finite rigid"
+    assert len(load_infos(src).samples[0].sweeps) > 1
     bad = _rewrite(src, tmp_path / "bad.cols", **BAD[needle])
+    if needle in AT_LOAD:
+        with pytest.raises(DataError) as e:
+            load_infos(bad)
+        return _one_line(e, bad, needle)
+    info = load_infos(bad)  # opening reads no values
     with pytest.raises(DataError) as e:
-        load_infos(bad)
-    msg = str(e.value)
-    assert needle in msg and str(bad) in msg and "prepare" in msg and "--force" in msg and "\n" not in msg
+        info.verify()
+    _one_line(e, bad, needle)
+    with pytest.raises(DataError) as e:
+        load_infos(bad, verify=True)
+    _one_line(e, bad, needle)
+    if needle in PER_SAMPLE:  # building the sample checks its values too
+        i = PER_SAMPLE[needle]
+        if i is None:
+            i = int(np.searchsorted(info.arrays["gt_start"], 0, side="right") - 1)
+        with pytest.raises(DataError) as e:
+            info.samples[i]
+        _one_line(e, bad, "a path or token is not UTF-8" if "UTF-8" in needle else needle.split(": ")[-1])
+        assert f"sample {i}" in str(e.value)
 
 
 def test_truncated_or_foreign_columnar_files(tmp_path, both):

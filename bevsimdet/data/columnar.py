@@ -153,11 +153,15 @@ class StringColumn(Sequence[str]):
         return self.slice(0, len(self))
 
     def check(self) -> str | None:
-        """The problem of a malformed column (offsets not from 0 to the buffer's end, decreasing,
-        or bytes that are not UTF-8), else None."""
+        """The problem of malformed offsets (not from 0 to the buffer's end, or decreasing), else
+        None. O(number of strings); the bytes are checked by :meth:`check_utf8`."""
         o = self.offsets
         if o.ndim != 1 or len(o) < 1 or o[0] != 0 or o[-1] != len(self.data) or (np.diff(o) < 0).any():
             return "has offsets that do not cover its bytes in order"
+        return None
+
+    def check_utf8(self) -> str | None:
+        """"is not UTF-8" when the bytes do not decode, else None (reads every byte)."""
         # incrementally, so that checking a large column never holds a decoded copy of it
         decoder = codecs.getincrementaldecoder("utf-8")()
         try:

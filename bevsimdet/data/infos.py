@@ -402,14 +402,16 @@ def _write_doc(path: str | Path, version: str, split: str, max_sweeps: int, samp
     atomic_write_bytes(path, gzip.compress(data, compresslevel=5, mtime=0) if str(path).endswith(".gz") else data)
 
 
-def load_infos(path: str | Path, check: bool = True) -> InfoFile | ColumnarInfos:
+def load_infos(path: str | Path, verify: bool = False) -> InfoFile | ColumnarInfos:
     """Read and validate an info file written by :func:`create_infos`: a columnar file (memory-
     mapped, see :class:`ColumnarInfos`) or a JSON one (parsed into an :class:`InfoFile`).
 
     Every field's type, shape and column length, and every array's values, are checked; a bad
     file raises a one-line :class:`DataError` naming the file, the sample and the field. Both
-    give ``samples[i]`` as a :class:`SampleInfo`. ``check=False`` skips the value checks of a
-    columnar file (for tools that re-open a file already checked once).
+    give ``samples[i]`` as a :class:`SampleInfo`. A columnar file is opened in O(samples): its
+    structure is checked at once and each sample's values when the sample is built, so that a
+    loader process never reads pages it does not use; ``verify`` checks every value up front
+    (as ``prepare`` does after writing). A JSON file is always checked in full.
     """
     path = Path(path)
     fix = "rebuild it with `bevsimdet prepare --dataroot D --version V --force`"
@@ -418,7 +420,7 @@ def load_infos(path: str | Path, check: bool = True) -> InfoFile | ColumnarInfos
     from bevsimdet.data.columnar import is_column_file
 
     if is_column_file(path):
-        return load_columnar(path, check=check)
+        return load_columnar(path, verify=verify)
     try:
         raw = path.read_bytes()
         doc = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
@@ -627,6 +629,7 @@ def create_infos(
         samples = [r for s, tok in wanted if s == split for r in results[tok]]
         if paths[split].suffix == ".cols":
             save_columnar(paths[split], version, split, max_sweeps, samples)
+            load_columnar(paths[split], verify=True)  # what the JSON format checks at every load
         else:
             _write_doc(paths[split], version, split, max_sweeps, [sample_to_json(r) for r in samples])
     from bevsimdet.io import atomic_write_json
@@ -830,8 +833,10 @@ class ColumnarInfos:
     sequence (:class:`SampleView`) that builds each :class:`SampleInfo` from the arrays when it is
     indexed. ``arrays`` are read-only views of the file's memory map."""
 
-    def __init__(self, meta: dict, arrays: dict[str, np.ndarray]):
+    def __init__(self, meta: dict, arrays: dict[str, np.ndarray], path: str | Path = "<memory>"):
         from bevsimdet.data.columnar import StringColumn
+
+        self.path = Path(path)
 
         self.schema_version: int = meta["schema_version"]
         self.box_convention: str = meta["box_convention"]
@@ -860,19 +865,49 @@ class ColumnarInfos:
     def num_boxes(self) -> int:
         return int(self.arrays["gt_start"][-1])
 
+    def _error(self, problem: str) -> DataError:
+        return DataError(f"info file {self.path}: {problem}", fix="rebuild it with `bevsimdet prepare --dataroot D --version V --force`")
+
+    def verify(self) -> None:
+        """Check every value of the file (transforms, intrinsics, boxes, UTF-8, unique tokens)
+        in bounded chunks; the first problem is a one-line DataError. Reads the whole file."""
+        problem = _check_column_values(self.arrays)
+        for name, col in self.strings.items():
+            problem = problem or (f"column {name} {col.check_utf8()}" if col.check_utf8() else None)
+        if problem is None:
+            tokens = self.tokens
+            if len(set(tokens)) != len(tokens):
+                seen: set[str] = set()
+                first = next(i for i, t in enumerate(tokens) if t in seen or seen.add(t))  # type: ignore[func-returns-value]
+                problem = f"sample {first}: token repeats an earlier sample's token"
+        if problem is not None:
+            raise self._error(problem)
+
     def sample(self, i: int) -> SampleInfo:
-        """Sample ``i`` as the :class:`SampleInfo` that the JSON format would give. Its arrays
-        are read-only views of the file (copy one to change it)."""
+        """Sample ``i`` as the :class:`SampleInfo` that the JSON format would give, after
+        checking its values (a DataError naming the file, sample and field otherwise). Its
+        arrays are read-only views of the file (copy one to change it)."""
+        try:
+            return self._sample(i)
+        except UnicodeDecodeError:
+            raise self._error(f"sample {i}: a path or token is not UTF-8") from None
+
+    def _sample(self, i: int) -> SampleInfo:
         a, s = self.arrays, self.strings
         c = len(CAMERAS)
-        cam_paths = s["cam_path"].slice(i * c, (i + 1) * c)
-        cams = {
-            name: CameraInfo(cam_paths[k], int(a["cam_timestamp"][i, k]), a["cam_intrinsics"][i, k],
-                             a["cam_sensor2ego"][i, k], a["cam_ego2global"][i, k], a["cam2ego"][i, k])
-            for k, name in enumerate(CAMERAS)
-        }
         lo, hi = int(a["sweep_start"][i]), int(a["sweep_start"][i + 1])
-        sweeps = [SweepInfo(p, int(t), float(lag), m) for p, t, lag, m in
+        glo, ghi = int(a["gt_start"][i]), int(a["gt_start"][i + 1])
+        intr, s2e, e2g, c2e = a["cam_intrinsics"][i], a["cam_sensor2ego"][i], a["cam_ego2global"][i], a["cam2ego"][i]
+        transforms = np.concatenate([a["lidar2ego"][i : i + 1], a["ego2global"][i : i + 1], s2e, e2g, c2e, a["sweep_sensor2ego"][lo:hi]])
+        if bad_values("transform", transforms).any() or bad_values("intrinsics", intr).any() or bad_values("boxes", a["gt_boxes"][glo:ghi]).any():
+            problem = _check_column_values({k: a[k][i : i + 1] for k in ("lidar2ego", "ego2global", "cam_intrinsics", "cam_sensor2ego", "cam_ego2global", "cam2ego")}
+                                           | {"sweep_sensor2ego": a["sweep_sensor2ego"][lo:hi], "sweep_start": np.array([0, hi - lo]),
+                                              "gt_boxes": a["gt_boxes"][glo:ghi], "gt_start": np.array([0, ghi - glo])})
+            raise self._error(f"sample {i}{(problem or '')[len('sample 0'):]}")
+        cam_paths = s["cam_path"].slice(i * c, (i + 1) * c)
+        stamps = a["cam_timestamp"][i].tolist()
+        cams = {name: CameraInfo(cam_paths[k], stamps[k], intr[k], s2e[k], e2g[k], c2e[k]) for k, name in enumerate(CAMERAS)}
+        sweeps = [SweepInfo(p, t, lag, m) for p, t, lag, m in
                   zip(s["sweep_path"].slice(lo, hi), a["sweep_timestamp"][lo:hi].tolist(), a["sweep_time_lag"][lo:hi].tolist(), a["sweep_sensor2ego"][lo:hi])]
         scene = int(a["scene"][i])
         return SampleInfo(
@@ -950,9 +985,11 @@ class SampleView(Sequence[SampleInfo]):
         return tokens if self.index is None else [tokens[i] for i in self.index.tolist()]
 
 
-def load_columnar(path: Path, check: bool = True) -> ColumnarInfos:
-    """Open a columnar info file (memory-mapped), checking its stamps and structure, and with
-    ``check`` its values (the rules of :func:`load_infos`), raising one-line DataErrors."""
+def load_columnar(path: Path, verify: bool = False) -> ColumnarInfos:
+    """Open a columnar info file (memory-mapped), checking its stamps and structure (every
+    column's dtype and shape, offsets, vocabulary codes, sweep counts and lags: a few MB at
+    trainval size, none of the transforms, boxes or strings), raising one-line DataErrors. The values are checked per sample when
+    it is built (:meth:`ColumnarInfos.sample`), or all at once with ``verify``."""
     from bevsimdet.data.columnar import ColumnFormatError, read_columns
 
     fix = "rebuild it with `bevsimdet prepare --dataroot D --version V --force`"
@@ -972,19 +1009,10 @@ def load_columnar(path: Path, check: bool = True) -> ColumnarInfos:
         _string(meta, "version"), _string(meta, "split"), _integer(meta, "max_sweeps", minimum=0)
     except MalformedRecord as e:
         raise DataError(f"info file {path}: {e}", fix=fix) from None
-    problem = _check_columns(arrays, meta["max_sweeps"]) or (_check_column_values(arrays) if check else None)
-    if problem is None and check:
-        tokens = _tokens(arrays)
-        if len(set(tokens)) != len(tokens):
-            seen: set[str] = set()
-            first = next(i for i, t in enumerate(tokens) if t in seen or seen.add(t))  # type: ignore[func-returns-value]
-            problem = f"sample {first}: token repeats an earlier sample's token"
+    problem = _check_columns(arrays, meta["max_sweeps"])
     if problem is not None:
         raise DataError(f"info file {path}: {problem}", fix=fix)
-    return ColumnarInfos(meta, arrays)
-
-
-def _tokens(arrays: dict[str, np.ndarray]) -> list[str]:
-    from bevsimdet.data.columnar import StringColumn
-
-    return StringColumn(arrays["token.bytes"], arrays["token.offsets"]).all()
+    infos = ColumnarInfos(meta, arrays, path)
+    if verify:
+        infos.verify()
+    return infos
