@@ -199,3 +199,27 @@ def torch_equal(x, y) -> bool:
     import torch
 
     return bool(torch.equal(x, y))
+
+
+def test_tables_only_world_has_real_table_proportions_and_prepares(tmp_path):
+    """write_tables(sensor_tables=True): 76 sample_data and ego_pose rows a keyframe, chained per
+    channel, and `prepare` builds infos from the tables alone (no sensor file exists)."""
+    from bevsimdet.eval import synthetic
+    from bevsimdet.eval.tables import split_scenes
+
+    names = split_scenes()
+    scenes = {names["train"][0]: 3, names["val"][0]: 2}
+    counts = synthetic.write_tables(tmp_path, "v1.0-trainval", scenes, seed=1, actors_per_scene=10, sweeps=9,
+                                    sensor_tables=True, camera_sweeps=5, radar_sweeps=5)
+    assert counts["sample_data"] == 76 * counts["samples"]
+    rows = json.loads((tmp_path / "v1.0-trainval" / "ego_pose.json").read_text())
+    assert len(rows) == counts["sample_data"]
+    paths = create_infos(tmp_path, "v1.0-trainval", out_dir=tmp_path / "infos", workers=1, progress=False)
+    train = load_infos(paths["train"], verify=True)
+    assert len(train) == 3 and not list(tmp_path.glob("samples"))  # no sensor file was written
+    s = train.samples[1]
+    assert len(s.sweeps) == 9 and s.sweeps[0].path.startswith("sweeps/LIDAR_TOP/") and s.sweeps[0].time_lag == 0.05
+    assert s.cams["CAM_FRONT"].path.startswith("samples/CAM_FRONT/") and s.cams["CAM_FRONT"].intrinsics[0, 0] > 0
+    # newest first, 20 Hz, all after the previous keyframe (0.5 s earlier)
+    assert [w.timestamp for w in s.sweeps] == [s.lidar_timestamp - 50_000 * j for j in range(1, 10)]
+    assert min(w.timestamp for w in s.sweeps) > train.samples[0].lidar_timestamp
