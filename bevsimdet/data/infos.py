@@ -668,6 +668,9 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 FORMATS = ("columnar", "json")
 COLUMNAR_FORMAT = "bevsimdet-infos-columnar"
 _CHECK_CHUNK = 1 << 16  # rows per value-check pass: bounds the temporary memory of the check
+# samples whose values are checked together when the first of them is built: one vectorised pass
+# instead of one per sample (whose numpy overhead would exceed building the sample)
+_SAMPLE_CHUNK = 256
 
 
 def _strings_to(out: dict, name: str, strings: list[str]) -> None:
@@ -802,9 +805,10 @@ def _check_columns(a: dict[str, np.ndarray], max_sweeps: int) -> str | None:
     return None
 
 
-def _check_column_values(a: dict[str, np.ndarray]) -> str | None:
+def _check_column_values(a: dict[str, np.ndarray], base: int = 0) -> str | None:
     """The first sample whose transforms, intrinsics or boxes break :data:`VALUE_RULES`, else
-    None: the same rules as for JSON files, checked in bounded chunks of the stacked arrays."""
+    None: the same rules as for JSON files, checked in bounded chunks of the stacked arrays.
+    ``a`` may hold samples ``base ..`` only (starts relative to its own sweeps and boxes)."""
     c = len(CAMERAS)
     checks = [("lidar2ego", "transform", "lidar.sensor2ego", None), ("ego2global", "transform", "lidar.ego2global", None)]
     for key, field in (("cam_intrinsics", "intrinsics"), ("cam_sensor2ego", "sensor2ego"), ("cam_ego2global", "ego2global"), ("cam2ego", "cam2ego")):
@@ -819,12 +823,12 @@ def _check_column_values(a: dict[str, np.ndarray]) -> str | None:
                 continue
             row = lo + int(bad[0])
             if group is None:
-                return f"sample {row}: {field} {VALUE_RULES[kind]}"
+                return f"sample {base + row}: {field} {VALUE_RULES[kind]}"
             if group == "cams":
-                return f"sample {row // c}: cams.{CAMERAS[row % c]}.{field} {VALUE_RULES[kind]}"
+                return f"sample {base + row // c}: cams.{CAMERAS[row % c]}.{field} {VALUE_RULES[kind]}"
             i = int(np.searchsorted(a[group], row, side="right") - 1)
             where = f"sweeps[{row - int(a[group][i])}].{field}" if group == "sweep_start" else f"{field}[{row - int(a[group][i])}]"
-            return f"sample {i}: {where} {VALUE_RULES[kind]}"
+            return f"sample {base + i}: {where} {VALUE_RULES[kind]}"
     return None
 
 
@@ -848,6 +852,8 @@ class ColumnarInfos:
         # the vocabularies are a few dozen strings: decoded once
         self.vocab = {key: self.strings[f"{key}_vocab"].all() for key in ("name", "category", "attribute")}
         self.samples = SampleView(self)
+        # per process: which chunks of samples had their values checked (see sample())
+        self._checked = np.zeros(-(-len(self) // _SAMPLE_CHUNK), bool)
 
     def __len__(self) -> int:
         return len(self.arrays["timestamp"])
@@ -868,6 +874,20 @@ class ColumnarInfos:
     def _error(self, problem: str) -> DataError:
         return DataError(f"info file {self.path}: {problem}", fix="rebuild it with `bevsimdet prepare --dataroot D --version V --force`")
 
+    def _check_chunk(self, k: int) -> None:
+        """Check the values of samples ``k * _SAMPLE_CHUNK ..`` (one vectorised pass) before any of
+        them is first built in this process; a DataError names the first bad one."""
+        a, lo = self.arrays, k * _SAMPLE_CHUNK
+        hi = min(lo + _SAMPLE_CHUNK, len(self))
+        sub = {key: a[key][lo:hi] for key in ("lidar2ego", "ego2global", "cam_intrinsics", "cam_sensor2ego", "cam_ego2global", "cam2ego")}
+        for key, rows in (("sweep", "sweep_sensor2ego"), ("gt", "gt_boxes")):
+            start = a[f"{key}_start"][lo : hi + 1]
+            sub[f"{key}_start"], sub[rows] = start - start[0], a[rows][start[0] : start[-1]]
+        problem = _check_column_values(sub, base=lo)
+        if problem is not None:
+            raise self._error(problem)
+        self._checked[k] = True
+
     def verify(self) -> None:
         """Check every value of the file (transforms, intrinsics, boxes, UTF-8, unique tokens)
         in bounded chunks; the first problem is a one-line DataError. Reads the whole file."""
@@ -885,8 +905,9 @@ class ColumnarInfos:
 
     def sample(self, i: int) -> SampleInfo:
         """Sample ``i`` as the :class:`SampleInfo` that the JSON format would give, after
-        checking its values (a DataError naming the file, sample and field otherwise). Its
-        arrays are read-only views of the file (copy one to change it)."""
+        checking its values with those of its chunk of :data:`_SAMPLE_CHUNK` samples (a
+        DataError naming the file, sample and field otherwise). Its arrays are read-only views
+        of the file (copy one to change it)."""
         try:
             return self._sample(i)
         except UnicodeDecodeError:
@@ -895,15 +916,10 @@ class ColumnarInfos:
     def _sample(self, i: int) -> SampleInfo:
         a, s = self.arrays, self.strings
         c = len(CAMERAS)
+        if not self._checked[i // _SAMPLE_CHUNK]:
+            self._check_chunk(i // _SAMPLE_CHUNK)
         lo, hi = int(a["sweep_start"][i]), int(a["sweep_start"][i + 1])
-        glo, ghi = int(a["gt_start"][i]), int(a["gt_start"][i + 1])
         intr, s2e, e2g, c2e = a["cam_intrinsics"][i], a["cam_sensor2ego"][i], a["cam_ego2global"][i], a["cam2ego"][i]
-        transforms = np.concatenate([a["lidar2ego"][i : i + 1], a["ego2global"][i : i + 1], s2e, e2g, c2e, a["sweep_sensor2ego"][lo:hi]])
-        if bad_values("transform", transforms).any() or bad_values("intrinsics", intr).any() or bad_values("boxes", a["gt_boxes"][glo:ghi]).any():
-            problem = _check_column_values({k: a[k][i : i + 1] for k in ("lidar2ego", "ego2global", "cam_intrinsics", "cam_sensor2ego", "cam_ego2global", "cam2ego")}
-                                           | {"sweep_sensor2ego": a["sweep_sensor2ego"][lo:hi], "sweep_start": np.array([0, hi - lo]),
-                                              "gt_boxes": a["gt_boxes"][glo:ghi], "gt_start": np.array([0, ghi - glo])})
-            raise self._error(f"sample {i}{(problem or '')[len('sample 0'):]}")
         cam_paths = s["cam_path"].slice(i * c, (i + 1) * c)
         stamps = a["cam_timestamp"][i].tolist()
         cams = {name: CameraInfo(cam_paths[k], stamps[k], intr[k], s2e[k], e2g[k], c2e[k]) for k, name in enumerate(CAMERAS)}
