@@ -223,3 +223,20 @@ def test_tables_only_world_has_real_table_proportions_and_prepares(tmp_path):
     # newest first, 20 Hz, all after the previous keyframe (0.5 s earlier)
     assert [w.timestamp for w in s.sweeps] == [s.lidar_timestamp - 50_000 * j for j in range(1, 10)]
     assert min(w.timestamp for w in s.sweeps) > train.samples[0].lidar_timestamp
+
+
+def test_simulate_tables_only_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from bevsimdet.cli import app
+
+    args = ["simulate", "--out", str(tmp_path), "--version", "v1.0-trainval", "--scenes", "5", "--samples-per-scene", "2",
+            "--tables-only"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "5 scenes, 10 keyframes, 760 sample_data rows" in res.output and not (tmp_path / "samples").exists()
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code != 0 and "--force" in str(res.exception) and "\n" not in str(res.exception)
+    assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0
+    paths = create_infos(tmp_path, "v1.0-trainval", out_dir=tmp_path / "infos", workers=1, progress=False)
+    assert (len(load_infos(paths["train"])), len(load_infos(paths["val"]))) == (8, 2)  # 1 val scene in 5
