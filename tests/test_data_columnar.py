@@ -240,3 +240,9 @@ def test_simulate_tables_only_cli(tmp_path):
     assert CliRunner().invoke(app, [*args, "--force"]).exit_code == 0
     paths = create_infos(tmp_path, "v1.0-trainval", out_dir=tmp_path / "infos", workers=1, progress=False)
     assert (len(load_infos(paths["train"])), len(load_infos(paths["val"]))) == (8, 2)  # 1 val scene in 5
+    prep = ["prepare", "--dataroot", str(tmp_path), "--version", "v1.0-trainval", "--out", str(tmp_path / "j"), "--workers", "1"]
+    res = CliRunner().invoke(app, [*prep, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert isinstance(load_infos(tmp_path / "j" / "infos_val.json"), InfoFile)
+    res = CliRunner().invoke(app, [*prep, "--format", "parquet"])
+    assert res.exit_code != 0 and "unknown info file format 'parquet'" in str(res.exception)
