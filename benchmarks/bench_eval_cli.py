@@ -12,8 +12,10 @@ Worlds are annotation-only nuScenes table sets from :func:`bevsimdet.eval.synthe
 (same table layout as ``bevsimdet simulate``: per keyframe a LIDAR_TOP keyframe, 9 sweeps and 6
 camera frames, each with an ego pose): the 10 v1.0-mini scenes x 20 keyframes (``mini_val`` =
 40 samples), and 150 ``val`` scenes x 40 keyframes under v1.0-trainval (6000 samples, the size of
-the real val split). Predictions: the ground truth perturbed with 60% recall plus 10 false
-positives per sample. Runs are interleaved (devkit, cold, warm, devkit, ...); figures are medians.
+the real val split). ``--real-tables F`` instead writes F x 850 trainval scenes (train and val) with
+the sensor tables at nuScenes' real size (76 sample_data and ego_pose rows a keyframe, see
+``write_tables(sensor_tables=True)``) and evaluates val. Predictions: the ground truth perturbed
+with 60% recall plus 10 false positives per sample. Runs are interleaved (devkit, cold, warm, devkit, ...); figures are medians.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ DetectionEval(nusc, config_factory("detection_cvpr_2019"), results, split, out, 
 '''
 
 
-def _world(root: Path, version: str, split: str, samples: int, scenes: int | None = None) -> dict:
+def _world(root: Path, version: str, split: str, samples: int, scenes: int | None = None, real_tables: float | None = None) -> dict:
+    """``real_tables``: the fraction of all 850 trainval scenes (train and val) to write, with the
+    sensor tables at nuScenes' real size (76 sample_data and ego_pose rows a keyframe: LiDAR
+    sweeps, camera sweeps, radars), instead of ``scenes`` val scenes with 16 rows a keyframe."""
     from bevsimdet.eval import synthetic
     from bevsimdet.eval.gt import load_gt
     from bevsimdet.eval.results import write_results
@@ -51,13 +56,17 @@ def _world(root: Path, version: str, split: str, samples: int, scenes: int | Non
 
     names = split_scenes()
     chosen = sorted(names["mini_train"] + names["mini_val"]) if version == "v1.0-mini" else names[split][:scenes]
+    extra: dict = {}
+    if real_tables is not None:
+        chosen = names["train"][: round(700 * real_tables)] + names["val"][: round(150 * real_tables)]
+        extra = dict(sensor_tables=True, camera_sweeps=5, radar_sweeps=5)
     counts = synthetic.write_tables(root, version, {n: samples for n in chosen}, seed=0,
-                                    actors_per_scene=90 if version == "v1.0-mini" else 60)
+                                    actors_per_scene=90 if version == "v1.0-mini" else 60, **extra)
     gt = load_gt(root, version, split, cache=False)
     model = synthetic.PredictionModel(recall=0.6, false_positives=10.0, fp_range=50.0)
     results = synthetic.random_predictions(np.random.default_rng(0), gt, model)
     write_results(root / "results.json", results)
-    return {"samples": gt.num_samples, "annotations": counts["annotations"], "GT boxes": len(gt.boxes),
+    return {"samples": gt.num_samples, "annotations": counts["annotations"], "sample_data": counts["sample_data"], "GT boxes": len(gt.boxes),
             "predictions": sum(map(len, results.values()))}
 
 
@@ -107,17 +116,22 @@ def _compare(root: Path, version: str, split: str, repeats: int, tmp: Path) -> d
     }
 
 
-def run(quick: bool) -> dict:
-    cases = [("mini_val of v1.0-mini (10 x 20 keyframes)", "v1.0-mini", "mini_val", 20, None, 5 if not quick else 2)]
-    if quick:
-        cases.append(("val of v1.0-trainval, 30 scenes x 40 keyframes", "v1.0-trainval", "val", 40, 30, 1))
+def run(quick: bool, real_tables: float | None = None, repeats: int = 3) -> dict:
+    """``real_tables``: only the case of a trainval world with real-sized sensor tables, at that
+    fraction of the 850 scenes (1.0: the whole of nuScenes trainval's table sizes)."""
+    cases = [("mini_val of v1.0-mini (10 x 20 keyframes)", "v1.0-mini", "mini_val", 20, None, 5 if not quick else 2, None)]
+    if real_tables is not None:
+        n = round(850 * real_tables)
+        cases = [(f"val of v1.0-trainval, {n} of 850 scenes x 40 keyframes, real-sized sensor tables", "v1.0-trainval", "val", 40, None, repeats, real_tables)]
+    elif quick:
+        cases.append(("val of v1.0-trainval, 30 scenes x 40 keyframes", "v1.0-trainval", "val", 40, 30, 1, None))
     else:
-        cases.append(("val of v1.0-trainval, 150 scenes x 40 keyframes", "v1.0-trainval", "val", 40, 150, 3))
+        cases.append(("val of v1.0-trainval, 150 scenes x 40 keyframes", "v1.0-trainval", "val", 40, 150, 3, None))
     rows = []
-    for title, version, split, samples, scenes, repeats in cases:
+    for title, version, split, samples, scenes, repeats, fraction in cases:
         tmp = Path(tempfile.mkdtemp(prefix="bench_eval_cli_"))
         try:
-            sizes = _world(tmp / "world", version, split, samples, scenes)
+            sizes = _world(tmp / "world", version, split, samples, scenes, fraction)
             rows.append({"split": title, **sizes, "repeats": repeats, **_compare(tmp / "world", version, split, repeats, tmp)})
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -137,4 +151,8 @@ def run(quick: bool) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2, default=str))
+    # --real-tables F: the trainval world at fraction F of the 850 scenes with real-sized
+    # sample_data / ego_pose tables (the tables the devkit and a cold `evaluate` read)
+    fraction = float(sys.argv[sys.argv.index("--real-tables") + 1]) if "--real-tables" in sys.argv else None
+    reps = int(sys.argv[sys.argv.index("--repeats") + 1]) if "--repeats" in sys.argv else 3
+    print(json.dumps(run(quick="--quick" in sys.argv, real_tables=fraction, repeats=reps), indent=2, default=str))

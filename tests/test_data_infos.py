@@ -133,7 +133,9 @@ def world(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def infos(world) -> dict:
-    return create_infos(world, "v1.0-mini", workers=2, progress=False)
+    # the JSON format: the tests below edit records of it (the columnar format, the default of
+    # create_infos, is checked against it record by record in test_data_columnar.py)
+    return create_infos(world, "v1.0-mini", workers=2, progress=False, fmt="json")
 
 
 @pytest.fixture(scope="module")
@@ -198,9 +200,9 @@ def test_sweeps_and_cameras_align_in_keyframe_ego(infos, world):
 
 def test_rerun_is_skipped_unless_forced_or_changed(world, infos):
     mtime = infos["mini_train"].stat().st_mtime_ns
-    again = create_infos(world, "v1.0-mini", workers=1, progress=False)
+    again = create_infos(world, "v1.0-mini", workers=1, progress=False, fmt="json")
     assert again == infos and infos["mini_train"].stat().st_mtime_ns == mtime
-    create_infos(world, "v1.0-mini", workers=1, progress=False, force=True)
+    create_infos(world, "v1.0-mini", workers=1, progress=False, force=True, fmt="json")
     assert infos["mini_train"].stat().st_mtime_ns != mtime
     other = create_infos(world, "v1.0-mini", out_dir=world / "other", max_sweeps=2, workers=1, progress=False, compress=True)
     assert other["mini_val"].suffix == ".gz" and gzip.decompress(other["mini_val"].read_bytes())

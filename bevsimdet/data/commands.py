@@ -19,7 +19,8 @@ def prepare_command(
     max_sweeps: int = typer.Option(9, "--max-sweeps", min=0, help="Previous LiDAR sweeps stored per keyframe."),
     workers: int = typer.Option(2, "--workers", min=1, help="Parallel processes (one scene at a time each)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the info files are up to date."),
-    gzip: bool = typer.Option(False, "--gzip", help="Write gzipped JSON (.json.gz)."),
+    fmt: str = typer.Option("columnar", "--format", help="columnar (memory-mapped arrays, .cols) or json (one JSON document, parsed into objects by every process that opens it)."),
+    gzip: bool = typer.Option(False, "--gzip", help="Write gzipped JSON (.json.gz; implies --format json)."),
     verify: bool = typer.Option(False, "--verify", help="Then read every image and point file the info files name (--workers processes); exit status 2 if any is missing or damaged."),
     gt_database: bool = typer.Option(False, "--gt-database", help="Also write the training split's GT database (objects' LiDAR points, for data.gt_paste)."),
     progress: Optional[bool] = progress_option(),
@@ -33,13 +34,13 @@ def prepare_command(
     from bevsimdet.data.infos import create_infos, load_infos
 
     console = Console()
-    paths = create_infos(dataroot, version, out, max_sweeps=max_sweeps, workers=workers, progress=progress, force=force, compress=gzip)
+    paths = create_infos(dataroot, version, out, max_sweeps=max_sweeps, workers=workers, progress=progress, force=force, compress=gzip, fmt=fmt)
     table = Table(title=f"info files of {dataroot} ({version})")
     for col in ("split", "scenes", "samples", "boxes", "file"):
         table.add_column(col)
     for split, path in paths.items():
         info = load_infos(path)
-        table.add_row(split, str(len({s.scene_token for s in info.samples})), str(len(info)), str(sum(len(s.gt) for s in info.samples)), str(path))
+        table.add_row(split, str(info.num_scenes), str(len(info)), str(info.num_boxes), str(path))
     console.print(table)
     if verify:
         from bevsimdet.data.verify import run_verify

@@ -21,7 +21,7 @@ from bevsimdet.data import files
 from bevsimdet.data.batch import BOX_DIM, POINT_DIM, SampleMeta
 from bevsimdet.data.classes import CAMERAS, CLASS_TO_LABEL
 from bevsimdet.data.gt_paste import ObjectPaste
-from bevsimdet.data.infos import InfoFile, SampleInfo, load_infos
+from bevsimdet.data.infos import ColumnarInfos, InfoFile, SampleInfo, SampleView, load_infos
 from bevsimdet.data.transforms import BEVAug, ImageAug, apply_bev_aug, normalize_image, warp_image
 from bevsimdet.errors import DataError
 
@@ -98,7 +98,7 @@ class NuScenesDataset(Dataset):
 
     def __init__(
         self,
-        infos: InfoFile | str | Path,
+        infos: InfoFile | ColumnarInfos | str | Path,
         dataroot: str | Path,
         *,
         image_size: tuple[int, int] = (256, 704),
@@ -115,7 +115,7 @@ class NuScenesDataset(Dataset):
         cameras: Sequence[str] = CAMERAS,
         object_paste: ObjectPaste | None = None,
     ):
-        self.infos = infos if isinstance(infos, InfoFile) else load_infos(infos)
+        self.infos = infos if isinstance(infos, (InfoFile, ColumnarInfos)) else load_infos(infos)
         self.dataroot = Path(dataroot)
         if not self.dataroot.is_dir():
             raise DataError(f"dataroot {self.dataroot} does not exist", fix="pass the folder the info files were made from")
@@ -145,7 +145,9 @@ class NuScenesDataset(Dataset):
         if object_paste is not None and not load_points:
             raise DataError("GT-paste pastes LiDAR points, but the dataset loads none", fix="set data.load_points: true or data.gt_paste.enabled: false")
         self.object_paste = object_paste
-        self.samples: list[SampleInfo] = list(self.infos.samples)
+        # columnar infos stay a lazy view of the shared memory map: a list would build every
+        # sample's objects in every loader worker
+        self.samples: Sequence[SampleInfo] = self.infos.samples if isinstance(self.infos.samples, SampleView) else list(self.infos.samples)
         if skip_bad_samples:
             self._drop_missing()
 
@@ -159,11 +161,13 @@ class NuScenesDataset(Dataset):
 
     @property
     def sample_tokens(self) -> list[str]:
+        if isinstance(self.samples, SampleView):
+            return self.samples.tokens
         return [s.token for s in self.samples]
 
     def index_of(self, token: str) -> int:
-        for i, s in enumerate(self.samples):
-            if s.token == token:
+        for i, t in enumerate(self.sample_tokens):
+            if t == token:
                 return i
         raise DataError(f"sample token {token} is not in split '{self.infos.split}'", fix="pick a token from `bevsimdet inspect`")
 
@@ -179,12 +183,13 @@ class NuScenesDataset(Dataset):
         return files
 
     def _drop_missing(self) -> None:
-        keep = [s for s in self.samples if all(p.is_file() for p in self.files_of(s))]
+        keep = [i for i, s in enumerate(self.samples) if all(p.is_file() for p in self.files_of(s))]
         dropped = len(self.samples) - len(keep)
         if dropped:
             log.warning("skipping %d of %d samples of split '%s' with missing files", dropped, len(self.samples), self.infos.split)
             self._skips[_skip_slot()] += dropped
-            self.samples = keep
+            samples = self.samples
+            self.samples = samples.subset(keep) if isinstance(samples, SampleView) else [samples[i] for i in keep]
         if not self.samples:
             raise DataError(f"no sample of split '{self.infos.split}' has all its files under {self.dataroot}", fix="check --dataroot")
 

@@ -24,6 +24,7 @@ import gzip
 import json
 import multiprocessing
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,28 @@ class InfoFile:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def tokens(self) -> list[str]:
+        return [s.token for s in self.samples]
+
+    @property
+    def num_scenes(self) -> int:
+        return len({s.scene_token for s in self.samples})
+
+    @property
+    def num_boxes(self) -> int:
+        return sum(len(s.gt) for s in self.samples)
+
+    def gt_class_counts(self, classes: list[str] | tuple[str, ...]) -> np.ndarray:
+        """N x len(classes) int64 GT boxes per sample and class (the plain reference of
+        :meth:`ColumnarInfos.gt_class_counts`)."""
+        out = np.zeros((len(self.samples), len(classes)), np.int64)
+        for i, s in enumerate(self.samples):
+            for name in s.gt.names:
+                if name in classes:
+                    out[i, classes.index(name)] += 1
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,16 +415,25 @@ def _write_doc(path: str | Path, version: str, split: str, max_sweeps: int, samp
     atomic_write_bytes(path, gzip.compress(data, compresslevel=5, mtime=0) if str(path).endswith(".gz") else data)
 
 
-def load_infos(path: str | Path) -> InfoFile:
-    """Read and validate an info file written by :func:`create_infos`.
+def load_infos(path: str | Path, verify: bool = False) -> InfoFile | ColumnarInfos:
+    """Read and validate an info file written by :func:`create_infos`: a columnar file (memory-
+    mapped, see :class:`ColumnarInfos`) or a JSON one (parsed into an :class:`InfoFile`).
 
     Every field's type, shape and column length, and every array's values, are checked; a bad
-    file raises a one-line :class:`DataError` naming the file, the sample and the field.
+    file raises a one-line :class:`DataError` naming the file, the sample and the field. Both
+    give ``samples[i]`` as a :class:`SampleInfo`. A columnar file is opened in O(samples): its
+    structure is checked at once and each sample's values when the sample is built, so that a
+    loader process never reads pages it does not use; ``verify`` checks every value up front
+    (as ``prepare`` does after writing). A JSON file is always checked in full.
     """
     path = Path(path)
     fix = "rebuild it with `bevsimdet prepare --dataroot D --version V --force`"
     if not path.is_file():
         raise DataError(f"info file {path} does not exist", fix="build it with `bevsimdet prepare --dataroot D --version V`")
+    from bevsimdet.data.columnar import is_column_file
+
+    if is_column_file(path):
+        return load_columnar(path, verify=verify)
     try:
         raw = path.read_bytes()
         doc = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
@@ -514,7 +546,7 @@ def build_sample_info(nusc: Any, sample: dict, scene_name: str, max_sweeps: int)
 _WORKER_NUSC: Any = None  # the devkit object a forked worker inherits
 
 
-def _scene_infos(args: tuple[str, int]) -> tuple[str, list[dict]]:
+def _scene_infos(args: tuple[str, int]) -> tuple[str, list[SampleInfo]]:
     scene_token, max_sweeps = args
     nusc = _WORKER_NUSC
     scene = nusc.get("scene", scene_token)
@@ -522,7 +554,7 @@ def _scene_infos(args: tuple[str, int]) -> tuple[str, list[dict]]:
     token = scene["first_sample_token"]
     while token:
         sample = nusc.get("sample", token)
-        out.append(sample_to_json(build_sample_info(nusc, sample, scene["name"], max_sweeps)))
+        out.append(build_sample_info(nusc, sample, scene["name"], max_sweeps))
         token = sample["next"]
     return scene_token, out
 
@@ -536,8 +568,14 @@ def _fingerprint(dataroot: Path, version: str, max_sweeps: int) -> dict:
     return {"schema_version": SCHEMA_VERSION, "box_convention": BOX_CONVENTION, "version": version, "max_sweeps": max_sweeps, "tables": tables, "camera_sizes": True}
 
 
-def info_path(out_dir: str | Path, split: str, compress: bool = False) -> Path:
-    return Path(out_dir) / f"infos_{split}.json{'.gz' if compress else ''}"
+def info_path(out_dir: str | Path, split: str, compress: bool = False, fmt: str = "columnar") -> Path:
+    """Where the info file of ``split`` goes: ``infos_<split>.cols`` (columnar) or
+    ``infos_<split>.json[.gz]`` (``fmt="json"``, or ``compress`` which implies it)."""
+    if fmt not in FORMATS:
+        raise DataError(f"unknown info file format '{fmt}'", fix=f"use one of {', '.join(FORMATS)}")
+    if fmt == "json" or compress:
+        return Path(out_dir) / f"infos_{split}.json{'.gz' if compress else ''}"
+    return Path(out_dir) / f"infos_{split}.cols"
 
 
 def create_infos(
@@ -550,20 +588,22 @@ def create_infos(
     *,
     force: bool = False,
     compress: bool = False,
+    fmt: str = "columnar",
 ) -> dict[str, Path]:
     """Build the info files of every split of ``version`` (mini: mini_train/mini_val; trainval:
     train/val; test: test) under ``out_dir`` (default ``<dataroot>/bevsimdet_infos``).
 
     Scenes are processed by ``workers`` forked processes. Nothing is rebuilt when a manifest shows
-    the files were made from the same tables with the same settings, unless ``force``. Returns
-    ``{split: path}``.
+    the files were made from the same tables with the same settings, unless ``force``. ``fmt``:
+    "columnar" (the default, see :class:`ColumnarInfos`) or "json" (``compress`` gzips it).
+    Returns ``{split: path}``.
     """
     dataroot = Path(dataroot)
     out_dir = Path(out_dir) if out_dir is not None else dataroot / DEFAULT_DIRNAME
     splits = split_scenes(version)
 
     check_dataroot(dataroot, version)
-    paths = {s: info_path(out_dir, s, compress) for s in splits}
+    paths = {s: info_path(out_dir, s, compress, fmt) for s in splits}
     fingerprint = _fingerprint(dataroot, version, max_sweeps)
     manifest_file = manifest_path(out_dir, version)
     if not force and manifest_file.is_file() and all(p.is_file() for p in paths.values()):
@@ -581,7 +621,7 @@ def create_infos(
     if not wanted:
         raise DataError(f"none of the scenes of {version}'s splits ({', '.join(splits)}) are in {dataroot / version}", fix="pass the --version the dataset was made for")
     jobs = [(tok, max_sweeps) for _, tok in wanted]
-    results: dict[str, list[dict]] = {}
+    results: dict[str, list[SampleInfo]] = {}
     _WORKER_NUSC = nusc
     try:
         bar = _progress(len(jobs), f"prepare {version}", progress)
@@ -601,7 +641,12 @@ def create_infos(
         _WORKER_NUSC = None
 
     for split in splits:
-        _write_doc(paths[split], version, split, max_sweeps, [r for s, tok in wanted if s == split for r in results[tok]])
+        samples = [r for s, tok in wanted if s == split for r in results[tok]]
+        if paths[split].suffix == ".cols":
+            save_columnar(paths[split], version, split, max_sweeps, samples)
+            load_columnar(paths[split], verify=True)  # what the JSON format checks at every load
+        else:
+            _write_doc(paths[split], version, split, max_sweeps, [sample_to_json(r) for r in samples])
     from bevsimdet.io import atomic_write_json
 
     atomic_write_json(manifest_file, {"fingerprint": fingerprint, "files": {s: p.name for s, p in paths.items()}}, indent=1)
@@ -612,3 +657,397 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     from bevsimdet.progress import progress_bar
 
     return progress_bar(total=total, desc=desc, unit="scene", allowed=enabled)
+
+
+# --------------------------------------------------------------------------------------------
+# the columnar format: arrays in one memory-mapped file instead of per-sample Python objects
+#
+# A JSON info file of nuScenes trainval is hundreds of MB that every process (each rank and each
+# of its loader workers) parses into millions of Python objects, which then drift out of the
+# pages a forked worker shares with its parent as soon as they are touched (reference counts are
+# writes). Here every field is one array over all samples (N samples, C cameras, S sweeps and M
+# boxes in all): per-sample variable-length data is a flat array plus N + 1 start offsets,
+# strings are bytes plus offsets, the small category/attribute vocabularies are codes. A
+# :class:`SampleInfo` is built on demand from the arrays, so a process holds only what it reads.
+#
+#   token (str N), scene (int32 N) -> scene_token / scene_name (str K)
+#   timestamp, lidar_timestamp (int64 N), lidar_path (str N), lidar2ego, ego2global (N x 4 x 4)
+#   cam_path (str N*C), cam_timestamp (N x C), cam_intrinsics (N x C x 3 x 3), cam_size (N x C x 2:
+#   the stored image's width, height; 0 where not recorded),
+#   cam_sensor2ego, cam_ego2global, cam2ego (N x C x 4 x 4)
+#   sweep_start (N + 1), sweep_path (str S), sweep_timestamp (S), sweep_time_lag (S),
+#   sweep_sensor2ego (S x 4 x 4)
+#   gt_start (N + 1), gt_boxes (M x 9), gt_name / gt_category / gt_attribute (int32 M codes into
+#   the vocabularies name_vocab / category_vocab / attribute_vocab (str)), gt_num_lidar_pts,
+#   gt_num_radar_pts, gt_visibility (int64 M), gt_instance_token, gt_token (str M)
+
+FORMATS = ("columnar", "json")
+COLUMNAR_FORMAT = "bevsimdet-infos-columnar"
+_CHECK_CHUNK = 1 << 16  # rows per value-check pass: bounds the temporary memory of the check
+# samples whose values are checked together when the first of them is built: one vectorised pass
+# instead of one per sample (whose numpy overhead would exceed building the sample)
+_SAMPLE_CHUNK = 256
+
+
+def _strings_to(out: dict, name: str, strings: list[str]) -> None:
+    from bevsimdet.data.columnar import encode_strings
+
+    out[f"{name}.bytes"], out[f"{name}.offsets"] = encode_strings(strings)
+
+
+def _codes(values: list[str]) -> tuple[np.ndarray, list[str]]:
+    vocab = sorted(set(values))
+    index = {v: i for i, v in enumerate(vocab)}
+    return np.array([index[v] for v in values], dtype=np.int32), vocab
+
+
+def _starts(counts: list[int]) -> np.ndarray:
+    out = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
+def columns_from_samples(samples: list[SampleInfo]) -> dict[str, np.ndarray]:
+    """The arrays of the columnar format (see above) of ``samples``."""
+    n = len(samples)
+    out: dict[str, np.ndarray] = {}
+    _strings_to(out, "token", [s.token for s in samples])
+    scene_of: dict[tuple[str, str], int] = {}
+    out["scene"] = np.array([scene_of.setdefault((s.scene_token, s.scene_name), len(scene_of)) for s in samples], np.int32)
+    _strings_to(out, "scene_token", [t for t, _ in scene_of])
+    _strings_to(out, "scene_name", [name for _, name in scene_of])
+    out["timestamp"] = np.array([s.timestamp for s in samples], np.int64)
+    out["lidar_timestamp"] = np.array([s.lidar_timestamp for s in samples], np.int64)
+    _strings_to(out, "lidar_path", [s.lidar_path for s in samples])
+    out["lidar2ego"] = np.array([s.lidar2ego for s in samples], np.float64).reshape(n, 4, 4)
+    out["ego2global"] = np.array([s.ego2global for s in samples], np.float64).reshape(n, 4, 4)
+    cams = [s.cams[c] for s in samples for c in CAMERAS]
+    _strings_to(out, "cam_path", [c.path for c in cams])
+    out["cam_timestamp"] = np.array([c.timestamp for c in cams], np.int64).reshape(n, len(CAMERAS))
+    out["cam_intrinsics"] = np.array([c.intrinsics for c in cams], np.float64).reshape(n, len(CAMERAS), 3, 3)
+    out["cam_size"] = np.array([(c.width, c.height) for c in cams], np.int32).reshape(n, len(CAMERAS), 2)
+    for key in ("sensor2ego", "ego2global", "cam2ego"):
+        name = "cam2ego" if key == "cam2ego" else f"cam_{key}"
+        out[name] = np.array([getattr(c, key) for c in cams], np.float64).reshape(n, len(CAMERAS), 4, 4)
+    sweeps = [w for s in samples for w in s.sweeps]
+    out["sweep_start"] = _starts([len(s.sweeps) for s in samples])
+    _strings_to(out, "sweep_path", [w.path for w in sweeps])
+    out["sweep_timestamp"] = np.array([w.timestamp for w in sweeps], np.int64)
+    out["sweep_time_lag"] = np.array([w.time_lag for w in sweeps], np.float64)
+    out["sweep_sensor2ego"] = np.array([w.sensor2ego for w in sweeps], np.float64).reshape(-1, 4, 4)
+    out["gt_start"] = _starts([len(s.gt) for s in samples])
+    out["gt_boxes"] = np.concatenate([s.gt.boxes.reshape(-1, 9) for s in samples] or [np.zeros((0, 9))]).astype(np.float64)
+    for key in ("name", "category", "attribute"):
+        codes, vocab = _codes([v for s in samples for v in getattr(s.gt, f"{key}s" if key != "category" else "categories")])
+        out[f"gt_{key}"] = codes
+        _strings_to(out, f"{key}_vocab", vocab)
+    for key in ("num_lidar_pts", "num_radar_pts", "visibility"):
+        out[f"gt_{key}"] = np.concatenate([getattr(s.gt, key) for s in samples] or [np.zeros(0)]).astype(np.int64)
+    _strings_to(out, "gt_instance_token", [t for s in samples for t in s.gt.instance_tokens])
+    _strings_to(out, "gt_token", [t for s in samples for t in s.gt.tokens])
+    return out
+
+
+def save_columnar(path: str | Path, version: str, split: str, max_sweeps: int, samples: list[SampleInfo]) -> None:
+    """Write ``samples`` as a columnar info file (atomically)."""
+    from bevsimdet.data.columnar import write_columns
+
+    meta = {"format": COLUMNAR_FORMAT, "schema_version": SCHEMA_VERSION, "box_convention": BOX_CONVENTION,
+            "version": version, "split": split, "max_sweeps": max_sweeps, "cameras": list(CAMERAS)}
+    write_columns(path, meta, columns_from_samples(samples))
+
+
+# name -> (dtype, shape with N, C, S, M, K or a vocabulary size V standing for the sizes)
+_STRING_COLUMNS = {"token": "N", "scene_token": "K", "scene_name": "K", "lidar_path": "N", "cam_path": "NC",
+                   "sweep_path": "S", "gt_instance_token": "M", "gt_token": "M",
+                   "name_vocab": None, "category_vocab": None, "attribute_vocab": None}
+_NUMERIC_COLUMNS = {
+    "scene": ("<i4", ("N",)), "timestamp": ("<i8", ("N",)), "lidar_timestamp": ("<i8", ("N",)),
+    "lidar2ego": ("<f8", ("N", 4, 4)), "ego2global": ("<f8", ("N", 4, 4)),
+    "cam_timestamp": ("<i8", ("N", "C")), "cam_intrinsics": ("<f8", ("N", "C", 3, 3)), "cam_size": ("<i4", ("N", "C", 2)),
+    "cam_sensor2ego": ("<f8", ("N", "C", 4, 4)), "cam_ego2global": ("<f8", ("N", "C", 4, 4)), "cam2ego": ("<f8", ("N", "C", 4, 4)),
+    "sweep_start": ("<i8", ("N+1",)), "sweep_timestamp": ("<i8", ("S",)), "sweep_time_lag": ("<f8", ("S",)),
+    "sweep_sensor2ego": ("<f8", ("S", 4, 4)),
+    "gt_start": ("<i8", ("N+1",)), "gt_boxes": ("<f8", ("M", 9)), "gt_name": ("<i4", ("M",)), "gt_category": ("<i4", ("M",)),
+    "gt_attribute": ("<i4", ("M",)), "gt_num_lidar_pts": ("<i8", ("M",)), "gt_num_radar_pts": ("<i8", ("M",)),
+    "gt_visibility": ("<i8", ("M",)),
+}
+
+
+def _check_columns(a: dict[str, np.ndarray], max_sweeps: int) -> str | None:
+    """The first structural problem of the arrays of a columnar info file, else None: a missing
+    column, a wrong dtype or shape, offsets out of order, codes outside their vocabulary."""
+    from bevsimdet.data.columnar import StringColumn
+
+    for name in [f"{s}.{p}" for s in _STRING_COLUMNS for p in ("bytes", "offsets")] + list(_NUMERIC_COLUMNS):
+        if name not in a:
+            return f"column {name} is missing"
+    for name in _STRING_COLUMNS:
+        if a[f"{name}.bytes"].dtype != np.uint8 or a[f"{name}.offsets"].dtype != np.int64:
+            return f"column {name} has the wrong dtype"
+    n, c = len(a["timestamp"]), len(CAMERAS)
+    for key in ("sweep", "gt"):
+        st = a[f"{key}_start"]
+        if len(st) != n + 1 or st[0] != 0 or (np.diff(st) < 0).any():
+            return f"column {key}_start must rise from 0 over N + 1 = {n + 1} entries"
+    sizes = {"N": n, "C": c, "N+1": n + 1, "S": int(a["sweep_start"][-1]), "M": int(a["gt_start"][-1]),
+             "K": len(a["scene_token.offsets"]) - 1}
+    for name, (dtype, shape) in _NUMERIC_COLUMNS.items():
+        want = tuple(sizes[d] if isinstance(d, str) else d for d in shape)
+        if a[name].dtype.str != dtype or a[name].shape != want:
+            return f"column {name} must be {dtype} of shape {want}, got {a[name].dtype.str} {a[name].shape}"
+    for name, size in _STRING_COLUMNS.items():
+        col = StringColumn(a[f"{name}.bytes"], a[f"{name}.offsets"])
+        problem = col.check()
+        if problem:
+            return f"column {name} {problem}"
+        want = n * c if size == "NC" else sizes.get(size or "", len(col))
+        if len(col) != want:
+            return f"column {name} has {len(col)} strings, expected {want}"
+    k = sizes["K"]
+    if n and (a["scene"].min() < 0 or a["scene"].max() >= k):
+        return "column scene indexes past the scene table"
+    for key in ("name", "category", "attribute"):
+        codes, size = a[f"gt_{key}"], len(a[f"{key}_vocab.offsets"]) - 1
+        if len(codes) and (codes.min() < 0 or codes.max() >= size):
+            return f"column gt_{key} has codes outside its vocabulary of {size}"
+    counts = np.diff(a["sweep_start"])
+    if len(counts) and counts.max() > max_sweeps:
+        i = int(np.argmax(counts))
+        return f"sample {i}: sweeps has {counts[i]} entries, more than the file's max_sweeps {max_sweeps}"
+    lags = a["sweep_time_lag"]
+    if len(lags) and not (np.isfinite(lags) & (lags >= 0)).all():
+        i = int(np.searchsorted(a["sweep_start"], np.flatnonzero(~(np.isfinite(lags) & (lags >= 0)))[0], side="right") - 1)
+        return f"sample {i}: sweeps time_lag must be a finite number of seconds >= 0"
+    return None
+
+
+def _check_column_values(a: dict[str, np.ndarray], base: int = 0) -> str | None:
+    """The first sample whose transforms, intrinsics or boxes break :data:`VALUE_RULES`, else
+    None: the same rules as for JSON files, checked in bounded chunks of the stacked arrays.
+    ``a`` may hold samples ``base ..`` only (starts relative to its own sweeps and boxes)."""
+    c = len(CAMERAS)
+    checks = [("lidar2ego", "transform", "lidar.sensor2ego", None), ("ego2global", "transform", "lidar.ego2global", None)]
+    for key, field in (("cam_intrinsics", "intrinsics"), ("cam_sensor2ego", "sensor2ego"), ("cam_ego2global", "ego2global"), ("cam2ego", "cam2ego")):
+        checks.append((key, "intrinsics" if field == "intrinsics" else "transform", field, "cams"))
+    checks += [("sweep_sensor2ego", "transform", "sensor2ego", "sweep_start"), ("gt_boxes", "boxes", "gt.boxes", "gt_start")]
+    for key, kind, field, group in checks:
+        x = a[key]
+        flat = x.reshape(-1, *x.shape[-2:]) if kind != "boxes" else x
+        for lo in range(0, len(flat), _CHECK_CHUNK):
+            bad = np.flatnonzero(bad_values(kind, flat[lo : lo + _CHECK_CHUNK]))
+            if not len(bad):
+                continue
+            row = lo + int(bad[0])
+            if group is None:
+                return f"sample {base + row}: {field} {VALUE_RULES[kind]}"
+            if group == "cams":
+                return f"sample {base + row // c}: cams.{CAMERAS[row % c]}.{field} {VALUE_RULES[kind]}"
+            i = int(np.searchsorted(a[group], row, side="right") - 1)
+            where = f"sweeps[{row - int(a[group][i])}].{field}" if group == "sweep_start" else f"{field}[{row - int(a[group][i])}]"
+            return f"sample {base + i}: {where} {VALUE_RULES[kind]}"
+    return None
+
+
+class ColumnarInfos:
+    """A columnar info file: the same attributes as :class:`InfoFile`, but ``samples`` is a lazy
+    sequence (:class:`SampleView`) that builds each :class:`SampleInfo` from the arrays when it is
+    indexed. ``arrays`` are read-only views of the file's memory map."""
+
+    def __init__(self, meta: dict, arrays: dict[str, np.ndarray], path: str | Path = "<memory>"):
+        from bevsimdet.data.columnar import StringColumn
+
+        self.path = Path(path)
+
+        self.schema_version: int = meta["schema_version"]
+        self.box_convention: str = meta["box_convention"]
+        self.version: str = meta["version"]
+        self.split: str = meta["split"]
+        self.max_sweeps: int = meta["max_sweeps"]
+        self.arrays = arrays
+        self.strings = {name: StringColumn(arrays[f"{name}.bytes"], arrays[f"{name}.offsets"]) for name in _STRING_COLUMNS}
+        # the vocabularies are a few dozen strings: decoded once
+        self.vocab = {key: self.strings[f"{key}_vocab"].all() for key in ("name", "category", "attribute")}
+        self.samples = SampleView(self)
+        # per process: which chunks of samples had their values checked (see sample())
+        self._checked = np.zeros(-(-len(self) // _SAMPLE_CHUNK), bool)
+
+    def __len__(self) -> int:
+        return len(self.arrays["timestamp"])
+
+    @property
+    def tokens(self) -> list[str]:
+        """The N sample tokens, in file order."""
+        return self.strings["token"].all()
+
+    @property
+    def num_scenes(self) -> int:
+        return len(self.strings["scene_token"])
+
+    @property
+    def num_boxes(self) -> int:
+        return int(self.arrays["gt_start"][-1])
+
+    def _error(self, problem: str) -> DataError:
+        return DataError(f"info file {self.path}: {problem}", fix="rebuild it with `bevsimdet prepare --dataroot D --version V --force`")
+
+    def _check_chunk(self, k: int) -> None:
+        """Check the values of samples ``k * _SAMPLE_CHUNK ..`` (one vectorised pass) before any of
+        them is first built in this process; a DataError names the first bad one."""
+        a, lo = self.arrays, k * _SAMPLE_CHUNK
+        hi = min(lo + _SAMPLE_CHUNK, len(self))
+        sub = {key: a[key][lo:hi] for key in ("lidar2ego", "ego2global", "cam_intrinsics", "cam_sensor2ego", "cam_ego2global", "cam2ego")}
+        for key, rows in (("sweep", "sweep_sensor2ego"), ("gt", "gt_boxes")):
+            start = a[f"{key}_start"][lo : hi + 1]
+            sub[f"{key}_start"], sub[rows] = start - start[0], a[rows][start[0] : start[-1]]
+        problem = _check_column_values(sub, base=lo)
+        if problem is not None:
+            raise self._error(problem)
+        self._checked[k] = True
+
+    def verify(self) -> None:
+        """Check every value of the file (transforms, intrinsics, boxes, UTF-8, unique tokens)
+        in bounded chunks; the first problem is a one-line DataError. Reads the whole file."""
+        problem = _check_column_values(self.arrays)
+        for name, col in self.strings.items():
+            problem = problem or (f"column {name} {col.check_utf8()}" if col.check_utf8() else None)
+        if problem is None:
+            tokens = self.tokens
+            if len(set(tokens)) != len(tokens):
+                seen: set[str] = set()
+                first = next(i for i, t in enumerate(tokens) if t in seen or seen.add(t))  # type: ignore[func-returns-value]
+                problem = f"sample {first}: token repeats an earlier sample's token"
+        if problem is not None:
+            raise self._error(problem)
+
+    def sample(self, i: int) -> SampleInfo:
+        """Sample ``i`` as the :class:`SampleInfo` that the JSON format would give, after
+        checking its values with those of its chunk of :data:`_SAMPLE_CHUNK` samples (a
+        DataError naming the file, sample and field otherwise). Its arrays are read-only views
+        of the file (copy one to change it)."""
+        try:
+            return self._sample(i)
+        except UnicodeDecodeError:
+            raise self._error(f"sample {i}: a path or token is not UTF-8") from None
+
+    def _sample(self, i: int) -> SampleInfo:
+        a, s = self.arrays, self.strings
+        c = len(CAMERAS)
+        if not self._checked[i // _SAMPLE_CHUNK]:
+            self._check_chunk(i // _SAMPLE_CHUNK)
+        lo, hi = int(a["sweep_start"][i]), int(a["sweep_start"][i + 1])
+        intr, s2e, e2g, c2e = a["cam_intrinsics"][i], a["cam_sensor2ego"][i], a["cam_ego2global"][i], a["cam2ego"][i]
+        cam_paths = s["cam_path"].slice(i * c, (i + 1) * c)
+        stamps = a["cam_timestamp"][i].tolist()
+        size = a["cam_size"][i].tolist()
+        cams = {name: CameraInfo(cam_paths[k], stamps[k], intr[k], s2e[k], e2g[k], c2e[k], width=size[k][0], height=size[k][1])
+                for k, name in enumerate(CAMERAS)}
+        sweeps = [SweepInfo(p, t, lag, m) for p, t, lag, m in
+                  zip(s["sweep_path"].slice(lo, hi), a["sweep_timestamp"][lo:hi].tolist(), a["sweep_time_lag"][lo:hi].tolist(), a["sweep_sensor2ego"][lo:hi])]
+        scene = int(a["scene"][i])
+        return SampleInfo(
+            token=s["token"][i],
+            scene_token=s["scene_token"][scene],
+            scene_name=s["scene_name"][scene],
+            timestamp=int(a["timestamp"][i]),
+            lidar_path=s["lidar_path"][i],
+            lidar_timestamp=int(a["lidar_timestamp"][i]),
+            lidar2ego=a["lidar2ego"][i],
+            ego2global=a["ego2global"][i],
+            cams=cams,
+            sweeps=sweeps,
+            gt=self.annotations(i),
+        )
+
+    def annotations(self, i: int) -> Annotations:
+        a, v = self.arrays, self.vocab
+        lo, hi = int(a["gt_start"][i]), int(a["gt_start"][i + 1])
+        return Annotations(
+            boxes=a["gt_boxes"][lo:hi],
+            names=[v["name"][k] for k in a["gt_name"][lo:hi].tolist()],
+            categories=[v["category"][k] for k in a["gt_category"][lo:hi].tolist()],
+            attributes=[v["attribute"][k] for k in a["gt_attribute"][lo:hi].tolist()],
+            num_lidar_pts=a["gt_num_lidar_pts"][lo:hi],
+            num_radar_pts=a["gt_num_radar_pts"][lo:hi],
+            visibility=a["gt_visibility"][lo:hi],
+            instance_tokens=self.strings["gt_instance_token"].slice(lo, hi),
+            tokens=self.strings["gt_token"].slice(lo, hi),
+        )
+
+    def gt_class_counts(self, classes: list[str] | tuple[str, ...]) -> np.ndarray:
+        """N x len(classes) int64: how many GT boxes of each detection class every sample has
+        (e.g. for class-balanced sampling); one vectorised pass, no per-sample objects."""
+        a = self.arrays
+        col = np.array([classes.index(v) if v in classes else -1 for v in self.vocab["name"]] + [-1], np.int64)
+        cls = col[a["gt_name"]] if len(a["gt_name"]) else np.zeros(0, np.int64)
+        sample = np.repeat(np.arange(len(self)), np.diff(a["gt_start"]))
+        keep = cls >= 0
+        out = np.zeros((len(self), len(classes)), np.int64)
+        np.add.at(out, (sample[keep], cls[keep]), 1)
+        return out
+
+
+class SampleView(Sequence[SampleInfo]):
+    """The samples of a :class:`ColumnarInfos` (or a subset, by ``index``) as a read-only
+    sequence of :class:`SampleInfo`, each built when indexed."""
+
+    def __init__(self, infos: ColumnarInfos, index: np.ndarray | None = None):
+        self.infos = infos
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.infos) if self.index is None else len(self.index)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return self.subset(range(len(self))[i])
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample {i} of {len(self)}")
+        i %= len(self)
+        return self.infos.sample(i if self.index is None else int(self.index[i]))
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(len(self)))
+
+    def subset(self, keep: Any) -> SampleView:
+        """The samples at positions ``keep`` of this view."""
+        keep = np.asarray(list(keep) if not isinstance(keep, np.ndarray) else keep, dtype=np.int64)
+        return SampleView(self.infos, keep if self.index is None else self.index[keep])
+
+    @property
+    def tokens(self) -> list[str]:
+        tokens = self.infos.tokens
+        return tokens if self.index is None else [tokens[i] for i in self.index.tolist()]
+
+
+def load_columnar(path: Path, verify: bool = False) -> ColumnarInfos:
+    """Open a columnar info file (memory-mapped), checking its stamps and structure (every
+    column's dtype and shape, offsets, vocabulary codes, sweep counts and lags: a few MB at
+    trainval size, none of the transforms, boxes or strings), raising one-line DataErrors. The values are checked per sample when
+    it is built (:meth:`ColumnarInfos.sample`), or all at once with ``verify``."""
+    from bevsimdet.data.columnar import ColumnFormatError, read_columns
+
+    fix = "rebuild it with `bevsimdet prepare --dataroot D --version V --force`"
+    try:
+        meta, arrays = read_columns(path)
+    except ColumnFormatError as e:
+        raise DataError(f"info file {path} is corrupt ({e})", fix=fix) from None
+    if meta.get("format") != COLUMNAR_FORMAT or "schema_version" not in meta:
+        raise DataError(f"{path} is not a bevsimdet info file (format {_show(meta.get('format'))})", fix=fix)
+    if meta["schema_version"] != SCHEMA_VERSION:
+        raise DataError(f"info file {path} has schema version {_show(meta['schema_version'])}, this bevsimdet reads {SCHEMA_VERSION}", fix=fix)
+    if meta.get("box_convention") != BOX_CONVENTION:
+        raise DataError(f"info file {path} uses box convention {_show(meta.get('box_convention'))}, expected {BOX_CONVENTION!r}", fix=fix)
+    if meta.get("cameras") != list(CAMERAS):
+        raise DataError(f"info file {path} stores cameras {_show(meta.get('cameras'))}, expected {', '.join(CAMERAS)}", fix=fix)
+    try:
+        _string(meta, "version"), _string(meta, "split"), _integer(meta, "max_sweeps", minimum=0)
+    except MalformedRecord as e:
+        raise DataError(f"info file {path}: {e}", fix=fix) from None
+    problem = _check_columns(arrays, meta["max_sweeps"])
+    if problem is not None:
+        raise DataError(f"info file {path}: {problem}", fix=fix)
+    infos = ColumnarInfos(meta, arrays, path)
+    if verify:
+        infos.verify()
+    return infos

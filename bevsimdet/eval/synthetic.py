@@ -190,6 +190,11 @@ _WORLD_CATEGORIES = {
 _WORLD_ATTRIBUTES = {"vehicle": ("vehicle.moving", "vehicle.parked"), "human": ("pedestrian.moving", "pedestrian.standing"),
                      "cycle": ("cycle.with_rider", "cycle.without_rider")}
 CAMERA_CHANNELS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
+RADAR_CHANNELS = ("RADAR_FRONT", "RADAR_FRONT_LEFT", "RADAR_FRONT_RIGHT", "RADAR_BACK_LEFT", "RADAR_BACK_RIGHT")
+# with sensor_tables: a nuScenes-like camera (1600 x 900) looking along its sensor's +x
+_CAM_INTRINSIC = [[1266.4, 0.0, 816.3], [0.0, 1266.4, 491.5], [0.0, 0.0, 1.0]]
+_CAM_ROTATION = [0.5, -0.5, 0.5, -0.5]  # optical axis (z) along the ego's +x, image down along -z
+_EXT = {"camera": "jpg", "lidar": "pcd.bin", "radar": "pcd"}
 # the smallest valid PNG (1 x 1 grey): the devkit's NuScenes only checks that map files exist
 _TINY_PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108000000003a7e9b55"
@@ -216,6 +221,9 @@ def write_tables(
     actors_per_scene: int = 90,
     sweeps: int = 9,
     gap_prob: float = 0.02,
+    sensor_tables: bool = False,
+    camera_sweeps: int = 0,
+    radar_sweeps: int = 0,
 ) -> dict:
     """Write the 13 nuScenes tables of a random annotated world to ``root/version/`` (+ a map file).
 
@@ -227,7 +235,15 @@ def write_tables(
     annotated within 60 m of the ego, chained by ``prev``/``next`` (so the devkit estimates
     velocities); ``gap_prob`` inserts keyframe gaps too long for a velocity. No sensor files are
     written: the tables load with ``nuscenes.NuScenes`` and evaluate with ``DetectionEval``.
-    Returns counts (``samples``, ``annotations``, ``sample_data``).
+
+    ``sensor_tables`` makes the sensor tables complete enough for ``bevsimdet prepare`` and of the
+    real dataset's size (the files themselves are still not written): ``sample_data`` rows get
+    nuScenes-style file names and per-channel ``prev``/``next`` chains, cameras get intrinsics,
+    and every keyframe gets ``camera_sweeps`` non-key frames per camera (12 Hz) and
+    ``radar_sweeps`` non-key + 1 key frame per radar channel (13 Hz). With ``sweeps=9,
+    camera_sweeps=5, radar_sweeps=5`` that is 76 ``sample_data`` (and ``ego_pose``) rows per
+    keyframe, as nuScenes trainval (2,631,083 rows for 34,149 keyframes: 77). Without it the
+    output is unchanged. Returns counts (``samples``, ``annotations``, ``sample_data``).
     """
     import json
     from pathlib import Path
@@ -249,12 +265,15 @@ def write_tables(
     t["attribute"] = [{"token": v, "name": k, "description": ""} for k, v in attr_tok.items()]
     t["visibility"] = [{"token": str(i), "level": lvl, "description": ""}
                        for i, lvl in enumerate(("v0-40", "v40-60", "v60-80", "v80-100"), 1)]
-    cs_tok = {}
-    for ch in ("LIDAR_TOP", *CAMERA_CHANNELS):
+    cs_tok, modality = {}, {}
+    for ch in ("LIDAR_TOP", *CAMERA_CHANNELS, *(RADAR_CHANNELS if sensor_tables and radar_sweeps else ())):
         s, cs_tok[ch] = tok(), tok()
-        t["sensor"].append({"token": s, "channel": ch, "modality": "lidar" if ch == "LIDAR_TOP" else "camera"})
+        modality[ch] = "lidar" if ch == "LIDAR_TOP" else "radar" if ch.startswith("RADAR") else "camera"
+        camera = sensor_tables and modality[ch] == "camera"
+        t["sensor"].append({"token": s, "channel": ch, "modality": modality[ch]})
         t["calibrated_sensor"].append({"token": cs_tok[ch], "sensor_token": s, "translation": [0.9, 0.0, 1.8],
-                                       "rotation": [1.0, 0.0, 0.0, 0.0], "camera_intrinsic": []})
+                                       "rotation": _CAM_ROTATION if camera else [1.0, 0.0, 0.0, 0.0],
+                                       "camera_intrinsic": _CAM_INTRINSIC if camera else []})
     log = tok()
     t["log"].append({"token": log, "logfile": "synthetic", "vehicle": "n000", "date_captured": "2024-01-01",
                      "location": "boston-seaport"})
@@ -274,19 +293,32 @@ def write_tables(
         speed = rng.uniform(0.0, 10.0)
         ego = rng.uniform(-1500, 1500, 2) + times[:, None] * speed * direction  # n x 2
         ego_q = yaw_quaternion(np.array([heading]))[0].tolist()
+        last_frame: dict[str, dict] = {}  # channel -> its newest sample_data row of the scene
         for k, s in enumerate(samples):
             t["sample"].append({"token": s, "timestamp": int(stamps[k]), "scene_token": scene,
                                 "prev": samples[k - 1] if k else "", "next": samples[k + 1] if k + 1 < n else ""})
             frames = [("LIDAR_TOP", stamps[k] - 50_000 * j, False) for j in range(sweeps, 0, -1)]  # 20 Hz sweeps
+            if sensor_tables:  # every channel's frames in time order, so that prev/next chain them
+                frames += [(ch, stamps[k] - 83_333 * j, False) for ch in CAMERA_CHANNELS for j in range(camera_sweeps, 0, -1)]
+                frames += [(ch, stamps[k] - 76_923 * j, key) for ch in (RADAR_CHANNELS if radar_sweeps else ())
+                           for j, key in [*((j, False) for j in range(radar_sweeps, 0, -1)), (0, True)]]
             frames += [(ch, stamps[k], True) for ch in ("LIDAR_TOP", *CAMERA_CHANNELS)]
             for ch, stamp, key in frames:
                 sd = tok()
                 t["ego_pose"].append({"token": sd, "timestamp": int(stamp), "rotation": ego_q,
                                       "translation": [float(ego[k, 0]), float(ego[k, 1]), 0.0]})
-                t["sample_data"].append({"token": sd, "sample_token": s, "ego_pose_token": sd,
-                                         "calibrated_sensor_token": cs_tok[ch], "timestamp": int(stamp),
-                                         "fileformat": "pcd" if ch == "LIDAR_TOP" else "jpg", "is_key_frame": key,
-                                         "height": 0, "width": 0, "filename": "", "prev": "", "next": ""})
+                row = {"token": sd, "sample_token": s, "ego_pose_token": sd,
+                       "calibrated_sensor_token": cs_tok[ch], "timestamp": int(stamp),
+                       "fileformat": "pcd" if ch == "LIDAR_TOP" else "jpg", "is_key_frame": key,
+                       "height": 0, "width": 0, "filename": "", "prev": "", "next": ""}
+                if sensor_tables:
+                    m = modality[ch]
+                    row.update(fileformat=_EXT[m].split(".")[0], height=900 if m == "camera" else 0, width=1600 if m == "camera" else 0,
+                               filename=f"{'samples' if key else 'sweeps'}/{ch}/synthetic__{ch}__{int(stamp)}.{_EXT[m]}")
+                    if ch in last_frame:
+                        row["prev"], last_frame[ch]["next"] = last_frame[ch]["token"], sd
+                    last_frame[ch] = row
+                t["sample_data"].append(row)
         t["scene"].append({"token": scene, "name": scene_name, "description": "synthetic", "log_token": log,
                            "nbr_samples": n, "first_sample_token": samples[0], "last_sample_token": samples[-1]})
 

@@ -41,21 +41,16 @@ def inspect_command(
     table.add_column("class")
     for s in loaded:
         table.add_column(s, justify="right")
-    counts = {s: {c: 0 for c in CLASSES} for s in loaded}
-    for s, info in loaded.items():
-        for rec in info.samples:
-            for name in rec.gt.names:
-                if name in counts[s]:
-                    counts[s][name] += 1
+    counts = {s: dict(zip(CLASSES, info.gt_class_counts(CLASSES).sum(axis=0).tolist())) for s, info in loaded.items()}
     for c in CLASSES:
         table.add_row(c, *(str(counts[s][c]) for s in loaded))
     table.add_row("[bold]all boxes", *(str(sum(counts[s].values())) for s in loaded))
     table.add_row("[bold]samples", *(str(len(info)) for info in loaded.values()))
-    table.add_row("[bold]scenes", *(str(len({r.scene_token for r in info.samples})) for info in loaded.values()))
+    table.add_row("[bold]scenes", *(str(info.num_scenes) for info in loaded.values()))
     console.print(table)
 
     if sample is not None:
-        split = next((s for s, info in loaded.items() if any(r.token == sample for r in info.samples)), None)
+        split = next((s for s, info in loaded.items() if sample in info.tokens), None)
         if split is None:
             raise UserError(f"sample token {sample} is in no split of {dataroot} ({version})", fix="pick a token from the info files")
     split = split or next(iter(loaded))

@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
                                               help="v1.0-trainval: the last N of --scenes are val scenes (default: 1 in 5)."),
         val_samples_per_scene: int | None = typer.Option(None, "--val-samples-per-scene",
                                                          help="Keyframes per val scene (default: --samples-per-scene)."),
+        tables_only: bool = typer.Option(False, "--tables-only",
+                                         help="Only the nuScenes tables, at the real dataset's sizes (camera and radar sweeps included), no image or point file: for prepare/evaluate at trainval scale (docs/data.md)."),
         progress: bool | None = progress_option(),
     ) -> None:
         """Write a synthetic nuScenes-format dataset (6 cameras, LIDAR_TOP with sweeps, 3D boxes).
@@ -41,6 +43,9 @@ def register(app: typer.Typer) -> None:
         from bevsimdet.data.sim.scene import WORLD_REVISION
 
         progress = configure_progress(progress)
+        if tables_only:
+            _tables_only(out, version, scenes, samples_per_scene, seed, sweeps, force)
+            return
         # ranges are checked here and in simulate() (one-line errors) rather than by typer, whose
         # range columns would crowd the option names out of an 80-column --help
         if workers < 0:
@@ -67,3 +72,23 @@ def register(app: typer.Typer) -> None:
             if split != "other":  # distinct objects an evaluation of the split can see (in range, with points)
                 counts = count_instances(out, version, split)
                 typer.echo(f"{split}: objects in evaluation range per class: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def _tables_only(out: Path, version: str, scenes: int, samples_per_scene: int, seed: int, sweeps: int, force: bool) -> None:
+    """The tables of a world of ``scenes`` x ``samples_per_scene`` keyframes, named as the
+    simulator names them (trainval: the official split proportions, 850 scenes = train + val),
+    with nuScenes' table sizes per keyframe and no sensor file (one process: tables are cheap)."""
+    import time
+
+    from bevsimdet.data.sim.simulate import scene_names
+    from bevsimdet.errors import UserError
+    from bevsimdet.eval import synthetic
+
+    if (out / version).exists() and not force:
+        raise UserError(f"{out / version} already exists", fix="pass --force to overwrite its tables, or another --out")
+    names = scene_names(version, scenes)
+    t = time.perf_counter()
+    counts = synthetic.write_tables(out, version, {n: samples_per_scene for n in names}, seed=seed, actors_per_scene=60,
+                                    sweeps=sweeps, sensor_tables=True, camera_sweeps=5, radar_sweeps=5)
+    typer.echo(f"wrote the tables of {len(names)} scenes, {counts['samples']} keyframes, {counts['sample_data']} sample_data rows, "
+               f"{counts['annotations']} boxes to {out / version} in {time.perf_counter() - t:.1f} s (no sensor files)")
