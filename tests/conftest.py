@@ -43,3 +43,12 @@ def tiny_infos(tiny_world, tmp_path_factory) -> dict:
 
     out = tmp_path_factory.mktemp("tiny_infos")
     return create_infos(tiny_world, version="v1.0-mini", out_dir=out, workers=1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_infos_json(tiny_world, tmp_path_factory) -> dict:
+    """The same info files in the JSON format, for tests that edit records as JSON."""
+    from bevsimdet.data.infos import create_infos
+
+    out = tmp_path_factory.mktemp("tiny_infos_json")
+    return create_infos(tiny_world, version="v1.0-mini", out_dir=out, workers=1, progress=False, fmt="json")

@@ -316,10 +316,12 @@ def test_training_skips_and_reports_damaged_samples_or_stops_on_them(world, info
     assert (world / "skip" / "checkpoints" / "latest.safetensors").is_file()
 
 
-def test_info_files_without_camera_sizes_still_load_and_bad_sizes_are_refused(tmp_path, tiny_infos):
+def test_info_files_without_camera_sizes_still_load_and_bad_sizes_are_refused(tmp_path, tiny_infos, tiny_infos_json):
     from bevsimdet.data.infos import load_infos
 
-    doc = json.loads(Path(tiny_infos["mini_val"]).read_text())
+    # the columnar files record the sizes too
+    assert load_infos(tiny_infos["mini_val"]).samples[0].cams["CAM_FRONT"].width > 0
+    doc = json.loads(Path(tiny_infos_json["mini_val"]).read_text())
     cam = doc["samples"][0]["cams"]["CAM_FRONT"]
     assert cam["width"] > 0 and cam["height"] > 0
     for c in doc["samples"][0]["cams"].values():  # an info file written before sizes were recorded
