@@ -180,6 +180,10 @@ def distillation_objective_factory(teacher_cfg: Any | None, teacher_checkpoint: 
             tcfg = teacher_cfg if teacher_cfg is not None else teacher_config_from(teacher_checkpoint, cfg.distill.teacher_config)
             check_teacher_fits(cfg, tcfg)  # before loading its weights
             teacher = load_frozen_teacher(tcfg, teacher_checkpoint, device)
+            if cfg.train.channels_last:  # the student's layout, so both run the same kernels
+                from bevsimdet.engine.precision import to_channels_last
+
+                to_channels_last(teacher)
             # before the trainer copies the model into its EMA; --resume then overwrites it all
             init_from_teacher(model, teacher, cfg.distill.init_from_teacher)
         return build_distillation_objective(cfg, model, teacher)

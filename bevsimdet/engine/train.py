@@ -23,6 +23,7 @@ from bevsimdet.engine.build import build_optimizer, build_scheduler
 from bevsimdet.engine.checkpoint import CheckpointError, CheckpointManager, check_config_compatible, read_checkpoint
 from bevsimdet.engine.config import TrainConfig
 from bevsimdet.engine.objective import DetectionObjective, Objective
+from bevsimdet.engine.precision import to_channels_last
 from bevsimdet.engine.trainer import Trainer, seed_all
 from bevsimdet.errors import UserError
 
@@ -95,6 +96,8 @@ def run_training(
     dataset = build_dataset(cfg.data, cfg.data.train_split, train=True)
     loader = build_dataloader(dataset, tc.batch_size, shuffle=True, seed=cfg.seed, num_workers=tc.num_workers, distributed=dist.is_dist())
     model = build_detector(cfg.model).to(device)
+    if tc.channels_last:
+        to_channels_last(model)
     objective = (objective_factory or detection_objective)(cfg, model)
     optimizer = build_optimizer(tc, model)
     steps = total_steps(tc, len(loader))

@@ -15,6 +15,7 @@ As a detection backbone it returns the stage outputs at strides 8, 16 and 32 (li
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 from pathlib import Path
@@ -171,11 +172,16 @@ class EfficientNetLite(nn.Module):
         return F.relu6(self._bn0(self._conv_stem(x)))
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        x = self.stem(images)
+        # the frozen stages build no autograd graph: nothing in them is trained, and the images
+        # need no gradient, so no backward ever runs through them
+        last_frozen = self.stage_ends[self.frozen_stages - 1] if self.frozen_stages > 0 else -1
+        with torch.no_grad() if self.frozen_stages >= 0 else contextlib.nullcontext():
+            x = self.stem(images)
         outs = []
         wanted = set(self.stage_ends[2:])
         for i, block in enumerate(self._blocks):
-            x = block(x)
+            with torch.no_grad() if i <= last_frozen else contextlib.nullcontext():
+                x = block(x)
             if i in wanted:
                 outs.append(x)
         return outs
