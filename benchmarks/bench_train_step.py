@@ -58,7 +58,7 @@ MODES: dict[str, list[str]] = {
     "cl": ["train.amp=false", "train.channels_last=true"],  # float32, channels-last, the fused head
     "fast": ["train.amp=true", "train.amp_dtype=bfloat16", "train.channels_last=true", "distill.teacher_amp=bfloat16"],
 }
-PLAIN_HEAD = {"fp32"}  # modes that run CenterHead's plain per-branch loop (the reference)
+BEFORE = {"fp32"}  # modes run as before issue 23: the head's plain per-branch loop, no frozen stages shared with the teacher
 
 
 @dataclass
@@ -79,7 +79,7 @@ def build_setup(path: Path, dataroot: str, overrides: list[str], mode: str, teac
     torch.manual_seed(0)
     model = build_detector(cfg.model).train().to(device)
     if hasattr(model, "head"):
-        model.head.fused = mode not in PLAIN_HEAD
+        model.head.fused = mode not in BEFORE
     if cfg.train.channels_last:
         to_channels_last(model)
     if cfg.model.type == "student":
@@ -91,6 +91,17 @@ def build_setup(path: Path, dataroot: str, overrides: list[str], mode: str, teac
             torch.manual_seed(1)
             save_checkpoint(ckpt, model=build_detector(tcfg.model))
         objective = distillation_objective_factory(tcfg, ckpt)(cfg, model)
+        if mode in BEFORE:
+            for m in (model, getattr(objective.teacher, "detector", objective.teacher)):
+                m.image_encoder.backbone.frozen_share = None
+        elif not getattr(model.image_encoder.backbone, "frozen_share", None):
+            # a random teacher's frozen stages differ from the student's ImageNet ones; a trained
+            # demo teacher's do not (both frozen at ImageNet's), so time the sharing it gets
+            from bevsimdet.distill.run import share_teacher_frozen_stages
+
+            teacher = getattr(objective.teacher, "detector", objective.teacher)
+            teacher.image_encoder.backbone.load_state_dict(model.image_encoder.backbone.state_dict())
+            assert share_teacher_frozen_stages(model, objective.teacher)
     else:
         objective = detection_objective(cfg, model)
     plan = plan_amp(device, cfg.train.amp, getattr(torch, cfg.train.amp_dtype))

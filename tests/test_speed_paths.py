@@ -183,3 +183,46 @@ def test_bf16_step_stays_close_to_float32(tiny_world, tiny_infos):
     # net bf16 rounding is amplified layer by layer on the way down, as float32's is (0.5 % for a
     # 1e-6 nudge, above); whether training learns the same is for the seed runs (docs/results.md)
     assert cos["head."] > 0.98, cos
+
+
+# ------------------------------------------------------------------------------------------------
+# frozen stages shared between the student and its teacher
+
+
+def test_student_reuses_the_teachers_frozen_stages_exactly():
+    from bevsimdet.models.image.efficientnet import EfficientNetLite, share_frozen_stages
+
+    torch.manual_seed(0)
+    teacher, student = EfficientNetLite(frozen_stages=3).eval(), EfficientNetLite(frozen_stages=3).train()
+    assert not share_frozen_stages(student, teacher)  # different random weights: nothing shared
+    teacher.load_state_dict(student.state_dict())
+    alone = copy.deepcopy(student)
+    assert share_frozen_stages(student, teacher)
+    images = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        teacher(images)
+    shared = student(images)
+    assert student.frozen_share.hits == 1
+    for a, b in zip(shared, alone(images)):
+        assert torch.equal(a, b)
+    assert shared[-1].requires_grad and not shared[0].requires_grad  # stride 32 trains, stride 8 is frozen
+    images.mul_(2)  # the same tensor, new values: recomputed
+    for a, b in zip(student(images), alone(images)):
+        assert torch.equal(a, b)
+    assert student.frozen_share.hits == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # another precision: recomputed
+        student(images)
+    assert student.frozen_share.hits == 1
+
+
+def test_distillation_shares_the_frozen_stages_only_when_equal(tiny_world, tiny_infos):
+    from bevsimdet.distill.run import share_teacher_frozen_stages
+
+    cfg, _ = _setup("demo_student", tiny_world, tiny_infos)
+    tcfg = load_config(CONFIGS / "demo_fusion.yaml", ["model.image.pretrained=null"])
+    torch.manual_seed(0)
+    student, teacher = build_detector(cfg.model), build_detector(tcfg.model).eval()
+    assert not share_teacher_frozen_stages(student, teacher)
+    teacher.image_encoder.backbone.load_state_dict(student.image_encoder.backbone.state_dict())
+    assert share_teacher_frozen_stages(student, teacher)
+    assert student.image_encoder.backbone.frozen_share is teacher.image_encoder.backbone.frozen_share

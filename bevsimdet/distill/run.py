@@ -151,6 +151,17 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, parts: list[str]) 
     return copied
 
 
+def share_teacher_frozen_stages(student: nn.Module, teacher: nn.Module) -> bool:
+    """Let the student reuse the teacher's frozen image-encoder stages on each batch when they are
+    the same weights (both frozen at ImageNet's: the demo's case), instead of computing them twice
+    per step; exact, since the same weights see the same images. Returns whether they are shared."""
+    from bevsimdet.models.image.efficientnet import share_frozen_stages
+
+    detector = getattr(teacher, "detector", teacher)
+    s, t = getattr(student, "image_encoder", None), getattr(detector, "image_encoder", None)
+    return s is not None and t is not None and share_frozen_stages(getattr(s, "backbone", None), getattr(t, "backbone", None))
+
+
 def load_frozen_teacher(teacher_cfg: Any, checkpoint: str | Path, device: torch.device) -> nn.Module:
     from bevsimdet.distill.objective import freeze
     from bevsimdet.models.teacher import load_teacher
@@ -186,6 +197,7 @@ def distillation_objective_factory(teacher_cfg: Any | None, teacher_checkpoint: 
                 to_channels_last(teacher)
             # before the trainer copies the model into its EMA; --resume then overwrites it all
             init_from_teacher(model, teacher, cfg.distill.init_from_teacher)
+            share_teacher_frozen_stages(model, teacher)
         return build_distillation_objective(cfg, model, teacher)
 
     return make
@@ -225,4 +237,4 @@ def run_distillation(
     return run_training(cfg, work_dir, resume=resume, objective_factory=factory, progress=progress)
 
 
-__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "TEACHER_PARTS", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher"]
+__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "TEACHER_PARTS", "build_distillation_objective", "teacher_config_from", "load_frozen_teacher", "share_teacher_frozen_stages"]
