@@ -226,3 +226,29 @@ def test_distillation_shares_the_frozen_stages_only_when_equal(tiny_world, tiny_
     teacher.image_encoder.backbone.load_state_dict(student.image_encoder.backbone.state_dict())
     assert share_teacher_frozen_stages(student, teacher)
     assert student.image_encoder.backbone.frozen_share is teacher.image_encoder.backbone.frozen_share
+
+
+class _ConvTeacher(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, batch):
+        return self.conv(batch.images)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_teacher_bf16_on_the_cpu_only_where_native(native, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from bevsimdet.distill.criterion import DistillationCriterion
+    from bevsimdet.distill.objective import DistillationObjective
+
+    monkeypatch.setattr(precision, "cpu_bf16_native", lambda: native)
+    obj = DistillationObjective(_ConvTeacher(), None, DistillationCriterion(["imd"], bev_range=(-51.2, -51.2, 51.2, 51.2)), {}, teacher_amp=torch.bfloat16)
+    batch = SimpleNamespace(images=torch.randn(1, 3, 8, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the student's autocast never decides the teacher's
+        outs = [obj.teacher_output(batch) for _ in range(2)]
+    assert all(o.dtype == (torch.bfloat16 if native else torch.float32) for o in outs)
+    err = capsys.readouterr().err
+    assert err == "" if native else (err.count("\n") == 1 and "distill.teacher_amp" in err)  # said once, not per step
