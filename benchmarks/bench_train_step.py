@@ -250,7 +250,8 @@ def profile_config(path: Path, dataroot: str, overrides: list[str], steps: int, 
 
 
 def peak_gflops(threads: int) -> tuple[float, str]:
-    """fp32 FMA peak of ``threads`` cores at the current clock: 2 FMA pipes x (512 or 256)-bit lanes x 2."""
+    """fp32 FMA peak of ``threads`` cores at the clock /proc/cpuinfo reports (in a VM often the
+    nominal one; a boosting core runs faster): 2 FMA pipes x (512 or 256)-bit lanes x 2."""
     flags, mhz = "", 0.0
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
