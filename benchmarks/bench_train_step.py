@@ -33,7 +33,6 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +60,13 @@ MODES: dict[str, list[str]] = {
 BEFORE = {"fp32"}  # modes run as before issue 23: the head's plain per-branch loop, no frozen stages shared with the teacher
 
 
-@dataclass
 class Setup:
-    """One mode's model, objective and optimizer, and its step times."""
+    """One mode's model, objective and optimizer, and its step times. (A plain class: `bevsimdet
+    bench` loads this file without registering it as a module, which dataclasses need.)"""
 
-    name: str
-    model: nn.Module
-    objective: Any
-    optimizer: torch.optim.Optimizer
-    plan: AmpPlan
-    grad_clip: float | None
-    times: list[float] = field(default_factory=list)
+    def __init__(self, name: str, model: nn.Module, objective: Any, optimizer: torch.optim.Optimizer, plan: AmpPlan, grad_clip: float | None):
+        self.name, self.model, self.objective, self.optimizer, self.plan, self.grad_clip = name, model, objective, optimizer, plan, grad_clip
+        self.times: list[float] = []
 
 
 def build_setup(path: Path, dataroot: str, overrides: list[str], mode: str, teacher_config: Path, device: str, tmp: str) -> tuple[Setup, Any]:
