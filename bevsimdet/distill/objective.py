@@ -3,7 +3,8 @@
 The frozen teacher lives here, never inside the student: it is not in the student's
 ``state_dict``, not in the optimizer, and not wrapped by DDP. It runs once per step under
 ``torch.no_grad()`` in ``eval()`` mode (BatchNorm statistics frozen), in float32 unless
-``teacher_amp`` asks for bf16/fp16 (CUDA only). The student sees the batch *without* LiDAR.
+``teacher_amp`` asks for bf16/fp16 (on CUDA as asked; on the CPU bf16 where the CPU has it
+natively, else float32: :func:`bevsimdet.engine.precision.plan_amp`). The student sees the batch *without* LiDAR.
 
 Every ``grad_log_interval`` steps the trainer asks for :meth:`DistillationObjective.diagnostics`
 and logs them as a ``distill`` row of ``log.jsonl``: each weighted term's gradient norm on the
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from bevsimdet.data.batch import Batch
 from bevsimdet.distill.criterion import DistillationCriterion
 from bevsimdet.engine.objective import gradient_norms
+from bevsimdet.engine.precision import AmpPlan, plan_amp, say
 from bevsimdet.models.output import DetectorOutput
 
 
@@ -41,7 +43,7 @@ class DistillationObjective:
         criterion: the student's supervised CenterPoint criterion, ``(output, batch) -> terms``.
         distill: the distillation terms.
         weights: weight of every term (supervised and distillation) by name.
-        teacher_amp: autocast dtype for the teacher on CUDA, or ``None`` for float32.
+        teacher_amp: autocast dtype for the teacher (CPU: bf16 where native), or ``None`` for float32.
         grad_log_interval: every this many steps, :meth:`diagnostics` (0: never).
     """
 
@@ -63,13 +65,17 @@ class DistillationObjective:
         self.distill = distill
         self.weights = dict(weights)
         self.teacher_amp = teacher_amp
+        self._teacher_plans: dict[str, AmpPlan] = {}
         self.diagnostics_interval = max(int(grad_log_interval), 0)
 
     def _teacher_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
-        # explicit either way, so the student's autocast never decides the teacher's precision
-        if self.teacher_amp is not None and device.type == "cuda":
-            return torch.autocast("cuda", dtype=self.teacher_amp)
-        return torch.autocast(device.type, enabled=False)
+        # explicit either way, so the student's autocast never decides the teacher's precision;
+        # on the CPU bf16 only where it is native (engine.precision), said once per device
+        if device.type not in self._teacher_plans:
+            plan = plan_amp(device, self.teacher_amp is not None, self.teacher_amp or torch.float32, what="distill.teacher_amp")
+            say(plan.note)
+            self._teacher_plans[device.type] = plan
+        return self._teacher_plans[device.type].autocast()
 
     @torch.no_grad()
     def teacher_output(self, batch: Batch) -> DetectorOutput | None:

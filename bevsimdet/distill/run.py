@@ -147,6 +147,17 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module, parts: list[str]) 
     return len(teacher_init(student, teacher, parts).loaded)
 
 
+def share_teacher_frozen_stages(student: nn.Module, teacher: nn.Module) -> bool:
+    """Let the student reuse the teacher's frozen image-encoder stages on each batch when they are
+    the same weights (both frozen at ImageNet's: the demo's case), instead of computing them twice
+    per step; exact, since the same weights see the same images. Returns whether they are shared."""
+    from bevsimdet.models.image.efficientnet import share_frozen_stages
+
+    detector = getattr(teacher, "detector", teacher)
+    s, t = getattr(student, "image_encoder", None), getattr(detector, "image_encoder", None)
+    return s is not None and t is not None and share_frozen_stages(getattr(s, "backbone", None), getattr(t, "backbone", None))
+
+
 def load_frozen_teacher(teacher_cfg: Any, checkpoint: str | Path, device: torch.device) -> nn.Module:
     from bevsimdet.distill.objective import freeze
     from bevsimdet.models.teacher import load_teacher
@@ -200,9 +211,14 @@ def distillation_objective_factory(teacher_cfg: Any | Callable[[], Any] | None, 
                 raise ValueError("the distillation objective needs the teacher's config (pass it, or a function loading it)")
             check_teacher_fits(cfg, tcfg)  # before loading its weights
             teacher = load_frozen_teacher(tcfg, teacher_checkpoint, device)
+            if cfg.train.channels_last:  # the student's layout, so both run the same kernels
+                from bevsimdet.engine.precision import to_channels_last
+
+                to_channels_last(teacher)
             # before the trainer copies the model into its EMA; --resume then overwrites it all
             if cfg.distill.init_from_teacher and not cfg.distill.init_checkpoint:
                 reports.append(teacher_init(model, teacher, cfg.distill.init_from_teacher))
+            share_teacher_frozen_stages(model, teacher)
         objective = build_distillation_objective(cfg, model, teacher)
         objective.init_reports = reports  # run_training writes them into the run directory
         return objective
@@ -248,4 +264,4 @@ def run_distillation(
     return run_training(cfg, work_dir, resume=resume, objective_factory=factory, progress=progress)
 
 
-__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "teacher_init", "init_parts_from_checkpoint", "TEACHER_PARTS", "build_distillation_objective", "load_frozen_teacher"]
+__all__ = ["run_distillation", "distillation_objective_factory", "check_inputs", "check_same_grid", "check_same_lidar_input", "check_teacher_fits", "teacher_terms", "needs_teacher", "init_from_teacher", "teacher_init", "init_parts_from_checkpoint", "TEACHER_PARTS", "build_distillation_objective", "load_frozen_teacher", "share_teacher_frozen_stages"]

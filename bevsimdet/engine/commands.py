@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         set_: list[str] = set_option("train.lr=1e-3"),
         progress: bool | None = progress_option(),
     ) -> None:
-        """Train a detector (AdamW, cyclic/cosine LR, AMP on CUDA, DDP under torchrun).
+        """Train a detector (AdamW, cyclic/cosine LR, AMP on CUDA and bf16 CPUs, DDP under torchrun).
 
         SIGTERM or Ctrl-C saves a checkpoint at the end of the current step and exits with status
         143 / 130; rerun with --resume to continue exactly where it stopped.

@@ -68,8 +68,9 @@ class TrainConfig:
     grad_clip: float | None = 35.0  # max global grad norm; null disables clipping
     accum_steps: int = 1
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    amp: bool = True  # mixed precision; only takes effect on CUDA
+    amp: bool = True  # mixed precision: CUDA autocast in amp_dtype; CPU bf16 where native, else float32
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
+    channels_last: bool = False  # NHWC weights and activations (engine.precision.to_channels_last)
     ema_decay: float | None = None  # e.g. 0.999; validation then uses the EMA weights
     num_workers: int = 2
     find_unused_parameters: bool = False  # DDP: set when some parameters get no gradient

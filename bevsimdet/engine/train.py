@@ -25,6 +25,7 @@ from bevsimdet.engine.build import build_optimizer, build_scheduler
 from bevsimdet.engine.checkpoint import CheckpointError, CheckpointManager, check_config_compatible, read_checkpoint
 from bevsimdet.engine.config import InitFromConfig, TrainConfig
 from bevsimdet.engine.objective import DetectionObjective, Objective
+from bevsimdet.engine.precision import to_channels_last
 from bevsimdet.engine.trainer import Trainer, seed_all
 from bevsimdet.errors import ConfigError, UserError
 
@@ -173,6 +174,8 @@ def run_training(
     loader = build_dataloader(dataset, tc.batch_size, shuffle=True, seed=cfg.seed, num_workers=tc.num_workers, distributed=dist.is_dist(), sampler=cfg.data.sampler)
     model = build_detector(cfg.model).to(device)
     reports = [] if resume else init_from(tc.init_from, model)  # the resumed state wins
+    if tc.channels_last:
+        to_channels_last(model)
     objective = (objective_factory or detection_objective)(cfg, model)
     if not resume:
         write_init_reports(work_dir, reports + list(getattr(objective, "init_reports", [])))

@@ -34,6 +34,7 @@ from bevsimdet.engine import dist
 from bevsimdet.engine.checkpoint import CheckpointManager, load_checkpoint
 from bevsimdet.engine.ema import ModelEMA
 from bevsimdet.engine.objective import Objective, diagnostics_interval, run_objective
+from bevsimdet.engine.precision import plan_amp, say
 from bevsimdet.engine.runlog import RunLogger
 from bevsimdet.errors import DataError, UserError
 from bevsimdet.io import atomic_write_json
@@ -92,7 +93,7 @@ class Trainer:
         max_steps: int,
         accum_steps: int = 1,
         grad_clip: float | None = None,
-        amp: bool = False,
+        amp: bool = False,  # CUDA: autocast in amp_dtype; CPU: bf16 if native, else float32 (engine.precision)
         amp_dtype: torch.dtype = torch.float16,
         ema_decay: float | None = None,
         validate: Validator | None = None,
@@ -127,9 +128,13 @@ class Trainer:
         self.max_steps = int(max_steps)
         self.accum_steps = int(accum_steps)
         self.grad_clip = grad_clip
-        self.use_amp = bool(amp) and self.device.type == "cuda"
-        self.amp_dtype = amp_dtype
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and amp_dtype == torch.float16)
+        # CUDA: amp_dtype as given; CPU: bf16 where the CPU has it natively, else float32 (one line)
+        self.amp_plan = plan_amp(self.device, amp, amp_dtype)
+        if dist.is_main():
+            say(self.amp_plan.note)
+        self.use_amp = self.amp_plan.enabled
+        self.amp_dtype = self.amp_plan.dtype or amp_dtype
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_plan.needs_scaler)
         self.ema = ModelEMA(model, ema_decay) if ema_decay else None
         self.validate = validate
         self.val_interval = int(val_interval)
@@ -249,7 +254,7 @@ class Trainer:
     # the loop
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+        return self.amp_plan.autocast()
 
     def _train_step(self, stream: Iterator[Any], diagnose: bool = False) -> tuple[Tensor, dict[str, Tensor], Tensor, float, dict[str, float]]:
         """One optimizer update's forward/backward passes. Returns (loss, terms, grad norm, data s,

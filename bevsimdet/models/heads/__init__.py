@@ -182,6 +182,7 @@ class CenterHead(nn.Module):
         super().__init__()
         self.tasks = [tuple(t) for t in tasks]
         self.velocity_scale = float(velocity_scale)
+        self.fused = True  # training runs all branches as one conv per layer (_branches_fused); False: the plain loop
         self.shared = nn.Sequential(nn.Conv2d(in_channels, share_channels, 3, padding=1, bias=False), nn.BatchNorm2d(share_channels), nn.ReLU(inplace=True))
         self.task_heads = nn.ModuleList()
         for t in self.tasks:
@@ -201,11 +202,69 @@ class CenterHead(nn.Module):
 
     def forward(self, x: Tensor) -> list[dict[str, Tensor]]:
         x = self.shared(x)
-        out = [{name: branch(x) for name, branch in heads.items()} for heads in self.task_heads]
+        if self.training and self.fused and self._fusable():
+            out = self._branches_fused(x)
+        else:
+            out = [{name: branch(x) for name, branch in heads.items()} for heads in self.task_heads]
         if self.velocity_scale != 1.0:
             for pred in out:
                 pred["vel"] = pred["vel"] * self.velocity_scale
         return out
+
+
+    # -- fast path: all branches at once -----------------------------------------------------
+    # The 6 tasks x 6 outputs are 36 small branches of 32-channel convs on the same input; on the
+    # CPU each conv (and its backward) is a separate kernel launch that cannot fill the cores, and
+    # the head cost as much as the image encoder (docs/benchmarks.md). Here every layer of all
+    # branches is one conv: the first a plain conv with the branches' filters stacked, the later
+    # ones grouped convs (one group per branch; the last layer's outputs zero-padded to the widest
+    # branch), BatchNorm over the stacked channels. Same parameters, same arithmetic per channel;
+    # the plain loop in forward() is the reference (tests/test_speed_paths.py). Training only:
+    # eval, export and inference keep the plain modules.
+
+    def _branch_layers(self) -> list[list[nn.Module]]:
+        return [list(branch) for heads in self.task_heads for branch in heads.values()]
+
+    def _fusable(self) -> bool:
+        layers = self._branch_layers()
+        shape = [type(m) for m in layers[0]]
+        if any([type(m) for m in br] != shape for br in layers):
+            return False
+        bns = [m for br in layers for m in br if isinstance(m, nn.BatchNorm2d)]
+        return all(bn.momentum is not None and bn.track_running_stats and bn.momentum == bns[0].momentum and bn.eps == bns[0].eps for bn in bns)
+
+    def _branches_fused(self, x: Tensor) -> list[dict[str, Tensor]]:
+        layers = self._branch_layers()
+        g = len(layers)
+        y = x
+        for j, first in enumerate(layers[0]):
+            mods = [br[j] for br in layers]
+            if isinstance(first, nn.Conv2d):
+                widest = max(m.out_channels for m in mods)
+                pad = lambda t, m: F.pad(t, [0, 0] * (t.dim() - 1) + [0, widest - m.out_channels])  # noqa: E731 zero filters after the branch's own
+                weight = torch.cat([pad(m.weight, m) for m in mods])
+                bias = torch.cat([pad(m.bias, m) for m in mods]) if first.bias is not None else None
+                y = F.conv2d(y, weight, bias, first.stride, first.padding, first.dilation, 1 if j == 0 else g)
+            elif isinstance(first, nn.BatchNorm2d):
+                mean = torch.cat([m.running_mean for m in mods])
+                var = torch.cat([m.running_var for m in mods])
+                y = F.batch_norm(y, mean, var, torch.cat([m.weight for m in mods]), torch.cat([m.bias for m in mods]), True, first.momentum, first.eps)
+                with torch.no_grad():  # F.batch_norm updated the stacked copies: hand each BN its slice
+                    sizes = [m.num_features for m in mods]
+                    for m, rm, rv in zip(mods, mean.split(sizes), var.split(sizes)):
+                        m.running_mean.copy_(rm)
+                        m.running_var.copy_(rv)
+                        m.num_batches_tracked.add_(1)
+            else:
+                y = first(y)
+        per = y.unflatten(1, (g, -1))  # B x G x widest x Ny x Nx
+        widths = [br[-1].out_channels for br in layers]
+        outs = [per[:, i, :w] for i, w in enumerate(widths)]
+        names = [(t, name) for t, heads in enumerate(self.task_heads) for name in heads]
+        result: list[dict[str, Tensor]] = [{} for _ in self.task_heads]
+        for (t, name), o in zip(names, outs):
+            result[t][name] = o
+        return result
 
 
 # ------------------------------------------------------------------------------------------------

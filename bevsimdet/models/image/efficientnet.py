@@ -153,6 +153,7 @@ class EfficientNetLite(nn.Module):
             raise ConfigError(f"model.image.frozen_stages {frozen_stages} out of range for EfficientNet-Lite", fix="use -1 (none) .. 5 (all)")
         for m in self._frozen_modules():
             m.requires_grad_(False)
+        self.frozen_share: FrozenStageShare | None = None  # see share_frozen_stages
 
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
@@ -170,12 +171,32 @@ class EfficientNetLite(nn.Module):
         x = images * self.in_scale + self.in_shift  # ImageNet-normalised -> (x * 255 - 127) / 128
         return F.relu6(self._bn0(self._conv_stem(x)))
 
-    def forward(self, images: Tensor) -> list[Tensor]:
-        x = self.stem(images)
-        outs = []
+    def _frozen_forward(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Stem and frozen blocks under no_grad -> (last frozen output, the wanted outputs among them)."""
+        last_frozen = self.stage_ends[self.frozen_stages - 1] if self.frozen_stages > 0 else -1
         wanted = set(self.stage_ends[2:])
-        for i, block in enumerate(self._blocks):
-            x = block(x)
+        outs = []
+        # the frozen stages build no autograd graph: nothing in them is trained, and the images
+        # need no gradient, so no backward ever runs through them
+        with torch.no_grad():
+            x = self.stem(images)
+            for i in range(last_frozen + 1):
+                x = self._blocks[i](x)
+                if i in wanted:
+                    outs.append(x)
+        return x, outs
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        if self.frozen_stages >= 0:
+            share = self.frozen_share
+            x, outs = share.get(images, self._frozen_forward) if share is not None else self._frozen_forward(images)
+            outs = list(outs)
+            first = self.stage_ends[self.frozen_stages - 1] + 1 if self.frozen_stages > 0 else 0
+        else:
+            x, outs, first = self.stem(images), [], 0
+        wanted = set(self.stage_ends[2:])
+        for i in range(first, len(self._blocks)):
+            x = self._blocks[i](x)
             if i in wanted:
                 outs.append(x)
         return outs
@@ -187,6 +208,53 @@ class EfficientNetLite(nn.Module):
         x = self.forward(images)[-1]
         x = F.relu6(self._bn1(self._conv_head(x)))
         return self._fc(x.mean((2, 3)))
+
+
+class FrozenStageShare:
+    """The frozen-stage output of the last images, for backbones whose frozen stages are the same
+    weights (a distillation student and its teacher, both frozen at the ImageNet weights, on the
+    same batch): the second backbone reuses the first one's result instead of recomputing it.
+
+    The key is the images' storage, offset, shape, strides and version counter, and the autocast
+    state; the entry holds the images, so their memory cannot be reused by another batch while
+    the key lives. Only :func:`share_frozen_stages` attaches one, after checking the weights."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._images: Tensor | None = None
+        self._value: tuple[Tensor, list[Tensor]] | None = None
+        self.hits = 0
+
+    @staticmethod
+    def key(images: Tensor) -> tuple:
+        device = images.device.type
+        cast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        return (images.untyped_storage().data_ptr(), images.storage_offset(), tuple(images.shape), images.stride(), images._version, cast)
+
+    def get(self, images: Tensor, compute) -> tuple[Tensor, list[Tensor]]:
+        key = self.key(images)
+        if self._value is not None and key == self._key:
+            self.hits += 1
+            return self._value
+        self._value = compute(images)
+        self._key, self._images = key, images
+        return self._value
+
+
+def share_frozen_stages(a: nn.Module, b: nn.Module) -> bool:
+    """Attach one :class:`FrozenStageShare` to backbones ``a`` and ``b`` when both are
+    EfficientNet-Lite with the same frozen stages holding equal weights and BatchNorm statistics;
+    returns whether it did. Checked once: frozen weights never change."""
+    if not (isinstance(a, EfficientNetLite) and isinstance(b, EfficientNetLite)) or a.frozen_stages < 0 or a.frozen_stages != b.frozen_stages:
+        return False
+    if a.variant != b.variant:
+        return False
+    for ma, mb in zip(a._frozen_modules(), b._frozen_modules()):
+        sa, sb = ma.state_dict(), mb.state_dict()
+        if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape or sa[k].device != sb[k].device or not torch.equal(sa[k], sb[k]) for k in sa):
+            return False
+    a.frozen_share = b.frozen_share = FrozenStageShare()
+    return True
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,6 +313,8 @@ def load_efficientnet_weights(model: EfficientNetLite, tensors: dict[str, Tensor
 
 __all__ = [
     "EfficientNetLite",
+    "FrozenStageShare",
+    "share_frozen_stages",
     "MBConv",
     "SameConv2d",
     "VARIANTS",
