@@ -126,7 +126,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_prepare_and_inspect(tiny_world, tmp_path):
     r = run_cli("prepare", "--dataroot", str(tiny_world), "--out", str(tmp_path / "infos"), "--max-sweeps", "2", "--workers", "2")
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "infos" / "infos_mini_train.json").is_file() and "mini_val" in r.stdout
+    assert (tmp_path / "infos" / "infos_mini_train.cols").is_file() and "mini_val" in r.stdout
     png = tmp_path / "sample.png"
     r = run_cli("inspect", "--dataroot", str(tiny_world), "--infos", str(tmp_path / "infos"), "--index", "1", "--sweeps", "2", "--out", str(png))
     assert r.returncode == 0, r.stderr

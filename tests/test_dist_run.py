@@ -55,7 +55,7 @@ def test_two_process_run_from_missing_infos(tiny_world, tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert out.count("building the info files") == 1, out[-4000:]
-    assert {p.name for p in infos.glob("infos_*.json")} == {"infos_mini_train.json", "infos_mini_val.json"}
+    assert {p.name for p in infos.glob("infos_*")} == {"infos_mini_train.cols", "infos_mini_val.cols"}
     metrics = json.loads((work / "metrics.json").read_text())
     assert metrics["step"] == 2 and 0.0 <= metrics["mAP"] <= 1.0 and 0.0 <= metrics["NDS"] <= 1.0
     val = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines() if '"val"' in line]

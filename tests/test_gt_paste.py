@@ -21,7 +21,7 @@ from bevsimdet.data.gt_database import (
     to_box_frame,
 )
 from bevsimdet.data.gt_paste import ObjectPaste, bev_boxes, sweep_indices
-from bevsimdet.data.infos import InfoFile, load_infos, save_infos
+from bevsimdet.data.infos import load_infos, save_columnar
 from bevsimdet.errors import ConfigError, DataError
 from bevsimdet.geometry.bev import bev_iou_reference
 
@@ -35,8 +35,8 @@ def subset(tiny_world, tiny_infos, tmp_path_factory):
     info = load_infos(tiny_infos["mini_train"])
     samples = [dataclasses.replace(s, sweeps=s.sweeps[:SWEEPS]) for s in info.samples[:8]]
     out = tmp_path_factory.mktemp("gt_db")
-    path = out / "infos_mini_train.json"
-    save_infos(InfoFile(info.schema_version, info.box_convention, info.version, info.split, SWEEPS, samples), path)
+    path = out / "infos_mini_train.cols"  # the name training looks for (ensure_infos)
+    save_columnar(path, info.version, info.split, SWEEPS, samples)
     db_dir = create_gt_database(path, tiny_world, workers=1, progress=False)
     return path, db_dir
 

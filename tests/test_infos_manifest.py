@@ -73,7 +73,7 @@ def test_test_split_prepare_and_submission(tiny_world, tmp_path):
     ckpt = save_checkpoint(tmp_path / "camera.safetensors", model=build_detector(cfg.model))
     results = infer_results(cfg, ckpt, "test", progress=False)
     assert sorted(results) == sorted(s.token for s in infos.samples)  # every test keyframe has an entry
-    write_results(tmp_path / "results_test.json", results, results_meta(cfg.model.type))
+    write_results(tmp_path / "results_test.json", results, results_meta(cfg.model))
     sub = load_results(tmp_path / "results_test.json")
     assert sub["meta"]["use_camera"] is True and sub["meta"]["use_lidar"] is False
     assert all(len(v) <= 500 for v in sub["results"].values())
