@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bevsimdet.eval.boxes import DETECTION_NAMES, BoxSet, angle_diff, quaternion_yaw, scale_iou, xy_norm
+from bevsimdet.eval.boxes import DETECTION_NAMES, BoxSet, quaternion_yaw
 from bevsimdet.eval.gt import GroundTruth, filter_boxes
 from bevsimdet.eval.metrics import (
     NUM_RECALL,
@@ -38,6 +38,7 @@ from bevsimdet.eval.metrics import (
     calc_ap,
     calc_tp,
     evaluate,
+    tp_errors,
     match_all,
     yaw_period,
 )
@@ -85,14 +86,7 @@ class PreparedRun:
                 errors = {}
                 if th == self.config.dist_th_tp:
                     p, q = order[is_tp], matched[is_tp]
-                    attr = np.where(g.attribute[q] < 0, np.nan, (g.attribute[q] == preds.attribute[p]).astype(np.float64))
-                    errors = {
-                        "trans_err": xy_norm(preds.translation[p] - g.translation[q]),
-                        "vel_err": xy_norm(preds.velocity[p] - g.velocity[q]),
-                        "scale_err": 1 - scale_iou(g.size[q], preds.size[p]),
-                        "orient_err": np.abs(angle_diff(gt_yaw[q], pred_yaw[p], yaw_period(name))),
-                        "attr_err": 1 - attr,
-                    }
+                    errors = tp_errors(preds, g, p, q, pred_yaw, gt_yaw, yaw_period(name))
                 self.curves[(name, th)] = _ClassCurve(preds.sample[order], is_tp, preds.score[order], errors)
 
     def metrics(self, sample_weight: np.ndarray | None = None) -> dict[str, float]:

@@ -241,6 +241,19 @@ def match_all(gt: BoxSet, preds: BoxSet, dist_ths: tuple[float, ...]) -> tuple[n
     return rank_order, match
 
 
+
+def tp_errors(preds: Any, gt: Any, p: np.ndarray, g: np.ndarray, pred_yaw: np.ndarray, gt_yaw: np.ndarray, period: float) -> dict[str, np.ndarray]:
+    """The nuScenes TP errors of the matched pairs (prediction ``p[i]``, GT box ``g[i]``): one
+    value per pair for each error (``attr_err`` NaN where the GT has no attribute)."""
+    attr = np.where(gt.attribute[g] < 0, np.nan, (gt.attribute[g] == preds.attribute[p]).astype(np.float64))
+    return {
+        "trans_err": xy_norm(preds.translation[p] - gt.translation[g]),
+        "vel_err": xy_norm(preds.velocity[p] - gt.velocity[g]),
+        "scale_err": 1 - scale_iou(gt.size[g], preds.size[p]),
+        "orient_err": np.abs(angle_diff(gt_yaw[g], pred_yaw[p], period)),
+        "attr_err": 1 - attr,
+    }
+
 def accumulate(gt: BoxSet, preds: BoxSet, config: MetricConfig) -> dict[tuple[str, float], Curve]:
     """The devkit's ``accumulate`` for every (class, threshold): 101-point curves."""
     rank_order, match = match_all(gt, preds, tuple(config.dist_ths))
@@ -261,14 +274,7 @@ def accumulate(gt: BoxSet, preds: BoxSet, config: MetricConfig) -> dict[tuple[st
                 curves[(name, th)] = Curve.no_predictions()
                 continue
             p, g = order[is_tp], matched[is_tp]
-            attr = np.where(gt.attribute[g] < 0, np.nan, (gt.attribute[g] == preds.attribute[p]).astype(np.float64))
-            errors = {
-                "trans_err": xy_norm(preds.translation[p] - gt.translation[g]),
-                "vel_err": xy_norm(preds.velocity[p] - gt.velocity[g]),
-                "scale_err": 1 - scale_iou(gt.size[g], preds.size[p]),
-                "orient_err": np.abs(angle_diff(gt_yaw[g], pred_yaw[p], period)),
-                "attr_err": 1 - attr,
-            }
+            errors = tp_errors(preds, gt, p, g, pred_yaw, gt_yaw, period)
             curves[(name, th)] = _curve(is_tp, preds.score[order], npos, errors)
     return curves
 
