@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bevsimdet.errors import DataError, UserError
-from bevsimdet.io import _orjson, load_json, paused_gc
+from bevsimdet.io import load_json, parse_json
 
 LIDAR = "LIDAR_TOP"
 # Tables read by :func:`read_eval_tables`; a GT cache is keyed by their sizes and mtimes.
@@ -221,16 +220,6 @@ def _record_around(data: bytes, at: int) -> tuple[int, int]:
     return start, end + 1
 
 
-def _loads(chunk: bytes) -> Any:
-    with paused_gc():
-        if _orjson is not None:
-            try:
-                return _orjson.loads(chunk)
-            except _orjson.JSONDecodeError:
-                pass
-        return json.loads(chunk)
-
-
 def scan_lidar_keyframes(path: Path, lidar_cs: set[str], expected: int) -> dict[str, str] | None:
     """Sample token -> ego pose token of its keyframe whose calibrated sensor is in ``lidar_cs``,
     from the bytes of a ``sample_data.json``; None when the scan cannot be sure (the caller parses it).
@@ -269,7 +258,7 @@ def scan_lidar_keyframes(path: Path, lidar_cs: set[str], expected: int) -> dict[
         if _record_around(data, at) != (start, end):
             return None
         try:
-            record = _loads(data[start:end])
+            record = parse_json(data[start:end])
         except ValueError:
             return None
         if not isinstance(record, dict) or record.get("is_key_frame") is not True:
@@ -315,7 +304,7 @@ def scan_records(path: Path, tokens: list[str], budget: float = 2.0) -> dict[str
             if start < 0:
                 return None
             try:
-                record = _loads(data[start:end])
+                record = parse_json(data[start:end])
             except ValueError:
                 return None
             if isinstance(record, dict) and record.get("token") == token:
