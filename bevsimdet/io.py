@@ -128,7 +128,11 @@ def load_json(path: str | os.PathLike) -> Any:
     the errors are exactly :mod:`json`'s: ``NaN``/``Infinity`` literals and integers beyond 64 bits
     parse as before, and invalid files raise what ``open``/``json.loads`` raise (``OSError``,
     ``ValueError``, ``RecursionError``)."""
-    data = Path(path).read_bytes()
+    return parse_json(Path(path).read_bytes())
+
+
+def parse_json(data: bytes) -> Any:
+    """:func:`load_json` of bytes already read: orjson, else :mod:`json` with its result and errors."""
     with paused_gc():
         if _orjson is not None:
             try:

@@ -246,3 +246,65 @@ def test_simulate_tables_only_cli(tmp_path):
     assert isinstance(load_infos(tmp_path / "j" / "infos_val.json"), InfoFile)
     res = CliRunner().invoke(app, [*prep, "--format", "parquet"])
     assert res.exit_code != 0 and "unknown info file format 'parquet'" in str(res.exception)
+
+
+def test_tables_only_placeholder_files_pass_the_file_checks(tmp_path):
+    """`simulate --tables-only --placeholder-files`: every sample_data row has a file, hard-linked
+    from one written file per kind, that passes the readers' integrity checks; a second run with the
+    tables present only adds what is missing."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from bevsimdet.cli import app
+    from bevsimdet.data.files import read_image, read_points
+
+    args = ["simulate", "--out", str(tmp_path), "--version", "v1.0-trainval", "--scenes", "2", "--samples-per-scene", "2",
+            "--tables-only", "--placeholder-files", "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "v1.0-trainval" / "sample_data.json").read_text())
+    assert "placeholder files: 304 hard links and 0 copies of 3 files (0 files already there)" in res.output
+    inodes = {}
+    for row in rows:
+        path = tmp_path / row["filename"]
+        inodes.setdefault(path.suffix, set()).add(os.stat(path).st_ino)
+    assert {k: len(v) for k, v in inodes.items()} == {".jpg": 1, ".bin": 1, ".pcd": 1}
+    cam = next(r for r in rows if r["filename"].endswith(".jpg"))
+    assert read_image(tmp_path / cam["filename"], size=(cam["height"], cam["width"])).shape == (900, 1600, 3)
+    points = read_points(tmp_path / next(r for r in rows if r["filename"].endswith(".pcd.bin"))["filename"], 5)
+    assert points.shape == (2048, 5) and np.isfinite(points).all() and 4.99 < np.hypot(points[:, 0], points[:, 1]).min()
+    (tmp_path / rows[0]["filename"]).unlink()
+    res = CliRunner().invoke(app, args)  # tables kept, one file restored
+    assert res.exit_code == 0 and "1 hard links and 0 copies of 1 files (303 files already there)" in res.output, res.output
+    res = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "x"), "--placeholder-files"])
+    assert res.exit_code != 0 and "--tables-only" in str(res.exception)
+
+
+def test_placeholder_link_limit_falls_back_to_a_fresh_file(tmp_path, monkeypatch):
+    """Past a file system's link limit (EMLINK) a new source file is written and linked; where
+    links fail otherwise (EXDEV, EPERM) the file is copied."""
+    import errno
+    import os
+
+    from bevsimdet.data.sim import placeholders
+    from bevsimdet.eval import synthetic
+    from bevsimdet.eval.tables import split_scenes
+
+    synthetic.write_tables(tmp_path, "v1.0-trainval", {split_scenes()["val"][0]: 1}, seed=1, actors_per_scene=2, sweeps=1,
+                           sensor_tables=True, camera_sweeps=0, radar_sweeps=0)
+    real_link, calls = os.link, []
+
+    def link(src, dst):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError(errno.EMLINK, "Too many links")
+        if len(calls) == 4:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_link(src, dst)
+
+    monkeypatch.setattr(placeholders.os, "link", link)
+    c = placeholders.write_placeholder_files(tmp_path, "v1.0-trainval", progress=False)
+    rows = json.loads((tmp_path / "v1.0-trainval" / "sample_data.json").read_text())
+    assert c["links"] + c["copies"] == len(rows) and c["copies"] == 1 and c["sources"] == 3  # lidar, camera, camera again
+    assert all((tmp_path / r["filename"]).stat().st_size > 0 for r in rows)

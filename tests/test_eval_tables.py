@@ -246,3 +246,96 @@ def test_one_pass_box_columns_equal_the_per_key_reference(problem):
             assert fast[k].flags.c_contiguous
     else:
         assert isinstance(fast, str) and fast == slow
+
+
+def _lidar_cs(folder: Path) -> set[str]:
+    from bevsimdet.eval.tables import read_table
+
+    channel = {s["token"]: s["channel"] for s in read_table(folder, "sensor")}
+    return {c["token"] for c in read_table(folder, "calibrated_sensor") if channel[c["sensor_token"]] == "LIDAR_TOP"}
+
+
+def _rewrite(folder: Path, name: str, edit, **dump) -> None:
+    import json
+
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text())), **dump))
+
+
+def _odd_layouts():
+    """(name, table edits, whether the byte scan must still answer): the answer must always be the
+    full parse's; where the scan cannot be sure it must say so (None) rather than guess."""
+    def reorder(rows):
+        return [dict(reversed(list(r.items()))) for r in rows]
+
+    def braces(rows):  # braces, quotes and backslashes inside strings
+        return [{**r, "filename": 'a{"b}\\c' + r["filename"]} for r in rows]
+
+    def int_flag(rows):
+        rows = [dict(r) for r in rows]
+        sweep = next(r for r in rows if not r["is_key_frame"])
+        sweep["is_key_frame"] = 1  # truthy for the devkit and the full parse
+        return rows
+
+    def two_keyframes(rows):
+        rows = [dict(r) for r in rows]
+        sweep = next(r for r in rows if not r["is_key_frame"] and r["fileformat"] == "pcd")
+        sweep["is_key_frame"] = True
+        return rows
+
+    same = lambda rows: rows  # noqa: E731
+    return [
+        ("as written", {}, True),
+        ("json.dump indent=4", {"sample_data": (same, {"indent": 4}), "ego_pose": (same, {"indent": 4})}, True),
+        ("compact, no spaces", {"sample_data": (same, {"separators": (",", ":")}), "ego_pose": (same, {"separators": (",", ":")})}, True),
+        ("reversed key order", {"sample_data": (reorder, {}), "ego_pose": (reorder, {})}, True),
+        ("ego poses in reverse table order", {"ego_pose": (lambda rows: rows[::-1], {})}, None),
+        ("braces and escapes in strings", {"sample_data": (braces, {})}, None),
+        ("is_key_frame: 1", {"sample_data": (int_flag, {})}, False),
+        ("a sample with two LIDAR_TOP keyframes", {"sample_data": (two_keyframes, {})}, False),
+    ]
+
+
+@pytest.mark.parametrize("case", _odd_layouts(), ids=lambda c: c[0])
+def test_lidar_ego_scan_equals_the_full_parse(world, tmp_path, case):
+    """The byte scan of sample_data/ego_pose gives the full parse's ego translations on any layout,
+    or declines (and the full parse answers)."""
+    import shutil
+
+    from bevsimdet.eval.tables import lidar_ego_translations, read_table, scan_lidar_keyframes, scan_records
+
+    _, edits, scans = case
+    folder = tmp_path / VERSION
+    shutil.copytree(world / VERSION, folder)
+    for name, (edit, dump) in edits.items():
+        _rewrite(folder, name, edit, **dump)
+    cs, expected = _lidar_cs(folder), len(read_table(folder, "sample"))
+    reference = lidar_ego_translations(folder, cs, expected, scan=False)
+    assert reference and lidar_ego_translations(folder, cs, expected) == reference
+    pose_of = scan_lidar_keyframes(folder / "sample_data.json", cs, expected)
+    if scans is not None:
+        assert (pose_of is not None) == scans
+    if pose_of is not None:
+        poses = scan_records(folder / "ego_pose.json", list(dict.fromkeys(pose_of.values())))
+        if scans:
+            assert poses is not None
+        if poses is not None:
+            assert {s: poses[p]["translation"] for s, p in pose_of.items()} == reference
+
+
+def test_scan_records_declines_missing_and_far_out_of_order_tokens(tmp_path):
+    import json
+
+    from bevsimdet.eval.tables import scan_records
+
+    rows = [{"token": f"{i:032x}", "translation": [i, 0.5, -1e-3]} for i in range(50)]
+    path = tmp_path / "ego_pose.json"
+    path.write_text(json.dumps(rows))
+    tokens = [r["token"] for r in rows]
+    assert scan_records(path, tokens) == {r["token"]: r for r in rows}
+    assert scan_records(path, tokens[::-1], budget=2.0) is None  # each token a pass back round
+    assert scan_records(path, tokens[::-1], budget=100.0) == {r["token"]: r for r in rows}
+    assert scan_records(path, [*tokens[:3], "f" * 32]) is None
+    # a token that is also another field's value: the record whose token it is
+    path.write_text(json.dumps([{"token": "a" * 32, "other": "b" * 32}, {"token": "b" * 32, "v": 1}]))
+    assert scan_records(path, ["b" * 32]) == {"b" * 32: {"token": "b" * 32, "v": 1}}

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from bevsimdet.errors import DataError, UserError
-from bevsimdet.io import load_json
+from bevsimdet.io import load_json, parse_json
 
 LIDAR = "LIDAR_TOP"
 # Tables read by :func:`read_eval_tables`; a GT cache is keyed by their sizes and mtimes.
@@ -168,14 +169,151 @@ def _read_eval_tables(folder: Path) -> EvalTables:
 
     sensor_channel = {s["token"]: s["channel"] for s in read_table(folder, "sensor")}
     lidar_cs = {c["token"] for c in read_table(folder, "calibrated_sensor") if sensor_channel[c["sensor_token"]] == LIDAR}
-    pose_of: dict[str, str] = {}  # sample token -> ego pose token of its (last) LIDAR_TOP keyframe
-    for sd in read_table(folder, "sample_data"):
-        if sd["is_key_frame"] and sd["calibrated_sensor_token"] in lidar_cs:
-            pose_of[sd["sample_token"]] = sd["ego_pose_token"]
-    wanted = set(pose_of.values())
-    translation = {p["token"]: p["translation"] for p in read_table(folder, "ego_pose") if p["token"] in wanted}
-    lidar_ego = {s: translation[p] for s, p in pose_of.items()}
-    return EvalTables(samples, scene_name, anns, ann_table, attribute_name, lidar_ego)
+    return EvalTables(samples, scene_name, anns, ann_table, attribute_name, lidar_ego_translations(folder, lidar_cs, len(samples)))
 
 
-__all__ = ["EVAL_TABLES", "EvalTables", "check_split", "read_eval_tables", "read_table", "split_scenes", "table_folder"]
+def lidar_ego_translations(folder: Path, lidar_cs: set[str], expected: int, scan: bool = True) -> dict[str, list[float]]:
+    """Sample token -> ego translation of its (last) LIDAR_TOP keyframe.
+
+    ``sample_data.json`` and ``ego_pose.json`` hold ~2.6M records each at trainval size (1.8 GB of
+    JSON) of which evaluation needs one keyframe a sample, so by default they are scanned as bytes
+    (:func:`scan_lidar_keyframes`, :func:`scan_records`); whenever a scan cannot vouch for its
+    answer it returns None and the tables are parsed whole (``scan=False``, the reference)."""
+    pose_of = scan_lidar_keyframes(folder / "sample_data.json", lidar_cs, expected) if scan else None
+    if pose_of is None:
+        pose_of = {}
+        for sd in read_table(folder, "sample_data"):
+            if sd["is_key_frame"] and sd["calibrated_sensor_token"] in lidar_cs:
+                pose_of[sd["sample_token"]] = sd["ego_pose_token"]
+    wanted = list(dict.fromkeys(pose_of.values()))
+    found = scan_records(folder / "ego_pose.json", wanted) if scan else None
+    if found is None:
+        wanted_set = set(wanted)
+        found = {p["token"]: p for p in read_table(folder, "ego_pose") if p["token"] in wanted_set}
+    return {s: found[p]["translation"] for s, p in pose_of.items()}
+
+
+_TRUE = re.compile(rb'"is_key_frame"\s*:\s*true')
+_FALSE = re.compile(rb'"is_key_frame"\s*:\s*false')
+_CALIBRATION = re.compile(rb'"calibrated_sensor_token"\s*:\s*"([^"\\]*)"')
+_SPACE = b" \t\r\n"
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None  # the full parse names the problem
+
+
+def _record_around(data: bytes, at: int) -> tuple[int, int]:
+    """Start and end (exclusive) of the flat JSON object holding byte ``at``; (-1, -1) when the bytes
+    around it do not look like one element of an array of objects."""
+    start = data.rfind(b"{", 0, at)
+    end = data.find(b"}", at)
+    if start < 0 or end < 0:
+        return -1, -1
+    before = data[max(0, start - 256):start].rstrip(_SPACE)[-1:]
+    after = data[end + 1:end + 257].lstrip(_SPACE)[:1]
+    if before not in (b"[", b",") or after not in (b",", b"]"):
+        return -1, -1
+    return start, end + 1
+
+
+def scan_lidar_keyframes(path: Path, lidar_cs: set[str], expected: int) -> dict[str, str] | None:
+    """Sample token -> ego pose token of its keyframe whose calibrated sensor is in ``lidar_cs``,
+    from the bytes of a ``sample_data.json``; None when the scan cannot be sure (the caller parses it).
+
+    Byte searches find the ``"is_key_frame": true`` keys (any whitespace); the record around each
+    (from the ``{`` before to the ``}`` after; any key order) gives its ``calibrated_sensor_token``,
+    and the LIDAR_TOP ones are parsed and must be flat objects with ``is_key_frame`` true. Sure
+    means: every ``is_key_frame`` value is the literal ``true`` or ``false`` (counted), every
+    keyframe record has a calibration token, every parsed one checks out, and they are ``expected``
+    records (one a sample) of as many distinct samples: a record cut wrong because a brace sits in a
+    string, or a sample with two LIDAR_TOP keyframes (the devkit keeps the last), changes the count."""
+    data = _read_bytes(path)
+    if data is None or not data.lstrip(_SPACE).startswith(b"["):
+        return None
+    keys = data.count(b'"is_key_frame"')
+    true_at: list[int] = []
+    if data.count(b'"is_key_frame": true') + data.count(b'"is_key_frame": false') == keys:
+        at = data.find(b'"is_key_frame": true')  # the layout json.dump writes: plain searches
+        while at >= 0:
+            true_at.append(at)
+            at = data.find(b'"is_key_frame": true', at + 20)
+    else:
+        true_at = [m.start() for m in _TRUE.finditer(data)]
+        if len(true_at) + len(_FALSE.findall(data)) != keys:
+            return None
+    lidar = {t.encode() for t in lidar_cs}
+    pose_of: dict[str, str] = {}
+    records = 0
+    for at in true_at:
+        start, end = data.rfind(b"{", 0, at), data.find(b"}", at) + 1
+        m = _CALIBRATION.search(data, start, end) if start >= 0 and end > 0 else None
+        if m is None:
+            return None
+        if m.group(1) not in lidar:
+            continue  # another channel's keyframe
+        if _record_around(data, at) != (start, end):
+            return None
+        try:
+            record = parse_json(data[start:end])
+        except ValueError:
+            return None
+        if not isinstance(record, dict) or record.get("is_key_frame") is not True:
+            return None
+        try:
+            if record["calibrated_sensor_token"] not in lidar_cs:
+                return None
+            pose_of[record["sample_token"]] = record["ego_pose_token"]
+        except (KeyError, TypeError):
+            return None
+        records += 1
+    if records != expected or len(pose_of) != expected:
+        return None
+    return pose_of
+
+
+def scan_records(path: Path, tokens: list[str], budget: float = 2.0) -> dict[str, dict] | None:
+    """Token -> record for each of ``tokens`` in a table file (a JSON array of flat objects with
+    unique ``token``s), by searching the bytes for each quoted token in turn from where the previous
+    one was found, so tokens listed in table order cost one pass; None (the caller parses the table)
+    when a token is missing, a record does not parse, or the search reads more than ``budget`` times
+    the file (tokens far out of table order)."""
+    data = _read_bytes(path)
+    if data is None:
+        return None
+    size, pos, read = len(data), 0, 0
+    found: dict[str, dict] = {}
+    for token in tokens:
+        quoted = b'"' + token.encode() + b'"'
+        at, wrapped = pos, False
+        while True:
+            hit = data.find(quoted, at)
+            if hit < 0:
+                read += size - at
+                if wrapped or pos == 0:
+                    return None
+                at, wrapped = 0, True  # tables out of order: once round from the start
+                continue
+            read += hit - at
+            if read > budget * size or (wrapped and hit >= pos):
+                return None
+            start, end = _record_around(data, hit)
+            if start < 0:
+                return None
+            try:
+                record = parse_json(data[start:end])
+            except ValueError:
+                return None
+            if isinstance(record, dict) and record.get("token") == token:
+                break
+            at = hit + 1  # the token as another field's value: look further
+        found[token] = record
+        pos = end
+    return found
+
+
+__all__ = ["EVAL_TABLES", "EvalTables", "check_split", "lidar_ego_translations", "read_eval_tables", "read_table", "scan_lidar_keyframes",
+           "scan_records", "split_scenes", "table_folder"]

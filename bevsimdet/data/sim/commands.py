@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
                                                          help="Keyframes per val scene (default: --samples-per-scene)."),
         tables_only: bool = typer.Option(False, "--tables-only",
                                          help="Only the nuScenes tables, at the real dataset's sizes (camera and radar sweeps included), no image or point file: for prepare/evaluate at trainval scale (docs/data.md)."),
+        placeholder_files: bool = typer.Option(False, "--placeholder-files",
+                                               help="With --tables-only: give every sample_data row a file (one grey JPEG, one small point file, hard-linked), so training can read any sample; with tables already in OUT, only adds the files. Figures then do not depend on image content (docs/data.md)."),
         progress: bool | None = progress_option(),
     ) -> None:
         """Write a synthetic nuScenes-format dataset (6 cameras, LIDAR_TOP with sweeps, 3D boxes).
@@ -43,8 +45,15 @@ def register(app: typer.Typer) -> None:
         from bevsimdet.data.sim.scene import WORLD_REVISION
 
         progress = configure_progress(progress)
+        if placeholder_files and not tables_only:
+            from bevsimdet.errors import UserError
+
+            raise UserError("--placeholder-files belongs to --tables-only", fix="add --tables-only (a rendered world has real files)")
         if tables_only:
-            _tables_only(out, version, scenes, samples_per_scene, seed, sweeps, force)
+            if not (placeholder_files and (out / version / "sample_data.json").exists() and not force):
+                _tables_only(out, version, scenes, samples_per_scene, seed, sweeps, force)
+            if placeholder_files:
+                _placeholders(out, version, progress)
             return
         # ranges are checked here and in simulate() (one-line errors) rather than by typer, whose
         # range columns would crowd the option names out of an 80-column --help
@@ -72,6 +81,17 @@ def register(app: typer.Typer) -> None:
             if split != "other":  # distinct objects an evaluation of the split can see (in range, with points)
                 counts = count_instances(out, version, split)
                 typer.echo(f"{split}: objects in evaluation range per class: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def _placeholders(out: Path, version: str, progress: bool) -> None:
+    import time
+
+    from bevsimdet.data.sim.placeholders import write_placeholder_files
+
+    t = time.perf_counter()
+    c = write_placeholder_files(out, version, progress=progress)
+    typer.echo(f"placeholder files: {c['links']} hard links and {c['copies']} copies of {c['sources']} files "
+               f"({c['kept']} files already there) in {time.perf_counter() - t:.1f} s; their content carries no information")
 
 
 def _tables_only(out: Path, version: str, scenes: int, samples_per_scene: int, seed: int, sweeps: int, force: bool) -> None:
