@@ -53,11 +53,13 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_cpu_amp_is_bf16_where_native_and_float32_with_one_line_elsewhere():
-    plain = plan_amp("cpu", True, torch.float16, bf16_native=False)
+    plain = plan_amp("cpu", True, torch.bfloat16, bf16_native=False)
     assert plain.dtype is None and not plain.enabled and "no native bf16" in plain.note and "\n" not in plain.note
     native = plan_amp("cpu", True, torch.bfloat16, bf16_native=True)
     assert native.dtype == torch.bfloat16 and native.note is None and not native.needs_scaler
-    assert plan_amp("cpu", True, torch.float16, bf16_native=True).dtype == torch.bfloat16  # no fast fp16 on CPUs
+    # float16, every config's default, is a CUDA setting: the CPU stays float32, silently, as before
+    default = plan_amp("cpu", True, torch.float16, bf16_native=True)
+    assert default.dtype is None and default.note is None
     assert plan_amp("cpu", False, torch.bfloat16, bf16_native=True).dtype is None
     # CUDA unchanged: the dtype as configured, a scaler for float16 only
     assert plan_amp("cuda", True, torch.float16).needs_scaler and not plan_amp("cuda", True, torch.bfloat16).needs_scaler
@@ -69,7 +71,8 @@ def test_trainer_falls_back_to_float32_on_a_cpu_without_bf16(monkeypatch, capsys
 
     monkeypatch.setattr(precision, "cpu_bf16_native", lambda: False)
     model = torch.nn.Linear(2, 1)
-    trainer = Trainer(model, lambda m, b: {}, None, torch.optim.SGD(model.parameters(), 0.1), None, work_dir=tmp_path, max_steps=1, amp=True)
+    trainer = Trainer(model, lambda m, b: {}, None, torch.optim.SGD(model.parameters(), 0.1), None, work_dir=tmp_path, max_steps=1, amp=True,
+                      amp_dtype=torch.bfloat16)
     err = capsys.readouterr().err
     assert not trainer.use_amp and not trainer.scaler.is_enabled()
     assert err.count("\n") == 1 and "train.amp" in err and "float32" in err

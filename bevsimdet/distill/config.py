@@ -99,7 +99,7 @@ class DistillConfig:
     init_checkpoint: str | None = None
     # teacher: its model config is read from the checkpoint; a YAML path here overrides it
     teacher_config: str | None = None
-    teacher_amp: Literal["none", "float16", "bfloat16"] = "none"  # teacher autocast (CPU: bf16 where native)
+    teacher_amp: Literal["none", "float16", "bfloat16"] = "none"  # teacher autocast (CPU: bfloat16 only, where native)
 
 
 __all__ = ["DistillConfig", "DistillWeights", "DistillNormalize", "BoxGroupWeights"]

@@ -68,7 +68,7 @@ class TrainConfig:
     grad_clip: float | None = 35.0  # max global grad norm; null disables clipping
     accum_steps: int = 1
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    amp: bool = True  # mixed precision: CUDA autocast in amp_dtype; CPU bf16 where native, else float32
+    amp: bool = True  # mixed precision: CUDA autocast in amp_dtype; CPU: bf16 (where native) only with amp_dtype bfloat16
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
     channels_last: bool = False  # NHWC weights and activations (engine.precision.to_channels_last)
     ema_decay: float | None = None  # e.g. 0.999; validation then uses the EMA weights

@@ -1,11 +1,12 @@
 """Mixed precision and memory layout for training: which autocast a device gets, and channels-last.
 
 On CUDA ``train.amp`` means autocast in ``train.amp_dtype`` (float16 with a gradient scaler, or
-bfloat16), as before. On the CPU it means bfloat16 autocast, and only where the CPU computes in
+bfloat16), as before. On the CPU it means bfloat16 autocast when ``amp_dtype`` is bfloat16 (with
+the default float16, a CUDA setting, the CPU trains in float32 as before), and only where the CPU computes in
 bf16 natively (AVX-512 BF16 or AMX, which oneDNN reports): elsewhere the CPU's bf16 kernels emulate
 the format and a convolution runs ~10x *slower* than in float32 (measured on the AVX2-only EPYC of
 docs/benchmarks.md), so the run falls back to float32 and says so in one line. float16 autocast on
-the CPU has no fast kernels either, so the CPU always uses bf16, which needs no gradient scaler.
+the CPU has no fast kernels, so the CPU never uses it; bf16 needs no gradient scaler.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def plan_amp(device: torch.device | str, amp: bool, dtype: torch.dtype = torch.f
              bf16_native: bool | None = None) -> AmpPlan:
     """``amp`` / ``dtype`` as configured -> the :class:`AmpPlan` for ``device``.
 
-    CUDA: unchanged (``dtype`` as given). CPU: bfloat16 where :func:`cpu_bf16_native` (or
-    ``bf16_native`` when given, for tests), else float32 with a note. Other devices: float32."""
+    CUDA: unchanged (``dtype`` as given). CPU: float32 unless ``dtype`` is bfloat16; then bfloat16
+    where :func:`cpu_bf16_native` (or ``bf16_native`` when given, for tests), else float32 with a
+    note. Other devices: float32."""
     device = torch.device(device)
     if not amp:
         return AmpPlan(device.type, None)
@@ -65,12 +67,15 @@ def plan_amp(device: torch.device | str, amp: bool, dtype: torch.dtype = torch.f
         return AmpPlan("cuda", dtype)
     if device.type != "cpu":
         return AmpPlan(device.type, None, f"{what}: no mixed precision on {device.type}; training in float32")
+    if dtype != torch.bfloat16:
+        # float16 autocast is the CUDA setting (and every config's default): the CPU trains in
+        # float32 unless bf16 is asked for by name, since bf16's effect on accuracy is a choice
+        return AmpPlan("cpu", None)
     native = cpu_bf16_native() if bf16_native is None else bf16_native
     if not native:
         capability = torch.backends.cpu.get_cpu_capability()
         return AmpPlan("cpu", None, f"{what}: this CPU ({capability}) has no native bf16 (needs AVX-512 BF16 or AMX); running in float32")
-    note = f"{what}: float16 has no fast CPU kernels; using bfloat16 on the CPU" if dtype == torch.float16 else None
-    return AmpPlan("cpu", torch.bfloat16, note)
+    return AmpPlan("cpu", torch.bfloat16)
 
 
 def say(note: str | None) -> None:
