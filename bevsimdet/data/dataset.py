@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from bevsimdet.data import files
+from bevsimdet.data.files import read_sweep
 from bevsimdet.data.batch import BOX_DIM, POINT_DIM, SampleMeta
 from bevsimdet.data.classes import CAMERAS, CLASS_TO_LABEL
 from bevsimdet.data.gt_paste import ObjectPaste
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 
 SKIP_HINT = files.SKIP_HINT
 SKIP_SLOTS = 257  # slots of the shared skip counter: the main process and up to 256 loader workers
-SWEEP_MIN_RANGE = files.SWEEP_MIN_RANGE
-read_sweep = files.read_sweep
 
 # The augmentation key a sampler may pass with an index: (seed, epoch); the sample's random
 # draws then depend on (seed, epoch, index) only, whatever the worker layout.
