@@ -339,3 +339,93 @@ def test_scan_records_declines_missing_and_far_out_of_order_tokens(tmp_path):
     # a token that is also another field's value: the record whose token it is
     path.write_text(json.dumps([{"token": "a" * 32, "other": "b" * 32}, {"token": "b" * 32, "v": 1}]))
     assert scan_records(path, ["b" * 32]) == {"b" * 32: {"token": "b" * 32, "v": 1}}
+
+
+def _annotation_layouts():
+    """(name, sample_annotation edit, dump options, whether the split-only scan must answer)."""
+    def reorder(rows):
+        return [dict(reversed(list(r.items()))) for r in rows]
+
+    def braces(rows):  # a brace and escaped quotes inside a string value
+        return [{**r, "visibility_token": '}{"x\\"' + r["visibility_token"]} for r in rows]
+
+    def key_as_value(rows):  # the key's name as a string value: counted, not a key
+        return [{**rows[0], "note": "sample_token"}, *rows[1:]]
+
+    def nested(rows):
+        return [{**r, "extra": {"sample_token": r["sample_token"]}} if i == 0 else r for i, r in enumerate(rows)]
+
+    def cross_scene(rows):  # tracks that run into the first record's scene (mini_train): not read for mini_val
+        return [{**r, "next": r["next"] or rows[0]["token"]} if i else r for i, r in enumerate(rows)]
+
+    same = lambda rows: rows  # noqa: E731
+    return [
+        ("as written", same, {}, True),
+        ("json.dump indent=4", same, {"indent": 4}, True),
+        ("compact, no spaces", same, {"separators": (",", ":")}, True),
+        ("reversed key order", reorder, {}, True),
+        ("braces and escapes in strings", braces, {}, None),
+        ("the key's name as a value", key_as_value, {}, False),
+        ("a nested object", nested, {}, None),  # declines where the split holds it
+        ("a neighbour outside the split", cross_scene, {}, None),
+    ]
+
+
+@pytest.mark.parametrize("split", ["mini_val", "mini_train"])
+@pytest.mark.parametrize("case", _annotation_layouts(), ids=lambda c: c[0])
+def test_split_only_annotation_scan_equals_the_full_parse(world, tmp_path, case, split):
+    """Reading only the split's annotations gives the full parse's ground truth on any layout, and
+    the scan declines (the full parse answers) where it cannot be sure."""
+    import shutil
+
+    from bevsimdet.eval.gt import gt_from_tables
+    from bevsimdet.eval.tables import read_eval_tables, read_table, scan_annotations
+
+    name, edit, dump, scans = case
+    folder = tmp_path / VERSION
+    shutil.copytree(world / VERSION, folder)
+    _rewrite(folder, "sample_annotation", edit, **dump)
+    scenes = set(split_scenes()[split])
+    reference = gt_from_tables(read_eval_tables(folder), scenes, VERSION, split)
+    assert len(reference.boxes) > 20
+    assert_same_gt(gt_from_tables(read_eval_tables(folder, scenes), scenes, VERSION, split), reference)
+    assert_same_gt(gt_from_tables(read_eval_tables(folder, scenes, scan=False), scenes, VERSION, split), reference)
+    scene_tokens = {s["token"] for s in read_table(folder, "scene") if s["name"] in scenes}
+    wanted = {s["token"] for s in read_table(folder, "sample") if s["scene_token"] in scene_tokens}
+    records = scan_annotations(folder / "sample_annotation.json", wanted)
+    if scans is not None:
+        assert (records is not None) == scans, name
+    if records is not None:
+        full = [a for a in read_table(folder, "sample_annotation") if a["sample_token"] in wanted]
+        assert records == full and 0 < len(full) < len(read_table(folder, "sample_annotation"))
+
+
+def test_parallel_read_equals_the_sequential_one_and_fails_the_same(world, tmp_path):
+    """``parallel`` reads the ego poses in a forked child: same ground truth; a broken table raises
+    the same one-line error from this process (the child's failure is recomputed here)."""
+    import shutil
+
+    from bevsimdet.eval.gt import gt_from_tables
+    from bevsimdet.eval.tables import _in_background, read_eval_tables
+
+    scenes = set(split_scenes()["mini_val"])
+    seq = gt_from_tables(read_eval_tables(world / VERSION, scenes), scenes, VERSION, "mini_val")
+    par = gt_from_tables(read_eval_tables(world / VERSION, scenes, parallel=True), scenes, VERSION, "mini_val")
+    assert_same_gt(par, seq)
+    folder = tmp_path / VERSION
+    shutil.copytree(world / VERSION, folder)
+    _rewrite(folder, "sample_data", lambda rows: [{k: v for k, v in r.items() if k != "ego_pose_token"} for r in rows])
+    errors = []
+    for parallel in (False, True):
+        with pytest.raises(DataError) as e:
+            read_eval_tables(folder, scenes, parallel=parallel)
+        errors.append(str(e.value))
+    assert errors[0] == errors[1] and "ego_pose_token" in errors[0] and "\n" not in errors[0]
+    # a result that comes back, one that fails in the child and is recomputed, one cancelled
+    assert _in_background(lambda x: {"a": [x, 0.1]}, 2.5, enabled=True).result() == {"a": [2.5, 0.1]}
+    with pytest.raises(ZeroDivisionError):
+        _in_background(lambda: 1 / 0, enabled=True).result()
+    job = _in_background(lambda: __import__("time").sleep(30), enabled=True)
+    assert job.pid > 0
+    job.cancel()
+    assert job.pid == 0

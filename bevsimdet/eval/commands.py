@@ -45,7 +45,7 @@ def evaluate_command(
     # the spinner is a progress display: stderr, and only where bars are drawn
     status = Console(stderr=True).status(f"loading ground truth of {split} ({version})") if progress_enabled() else contextlib.nullcontext()
     with status:
-        gt = load_gt(dataroot, version, split, cache=cache)
+        gt = load_gt(dataroot, version, split, cache=cache, parallel=True)  # no threads here: see read_eval_tables
     meta, boxes = load_submission(results, sample_tokens=gt.sample_tokens)
     metrics = evaluate(boxes, gt)
     print_report(metrics, console, title=f"{results.name} on {split} ({len(gt.sample_tokens)} samples)")

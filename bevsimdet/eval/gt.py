@@ -153,7 +153,7 @@ def count_instances(dataroot: str | Path, version: str, split: str, class_range:
     parked motorcycle seen in 40 keyframes is one object."""
     scene_names = set(check_split(split, version))
     folder = table_folder(dataroot, version)
-    tables = read_eval_tables(folder)
+    tables = read_eval_tables(folder, scene_names)
     return instances_from_tables(tables, scene_names, class_range or CVPR_2019_CLASS_RANGE, source=folder)
 
 
@@ -202,6 +202,7 @@ def load_gt(
     nusc: Any = None,
     class_range: Mapping[str, float] | None = None,
     cache: bool = True,
+    parallel: bool = False,
 ) -> GroundTruth:
     """Ground truth of ``split`` (e.g. ``val``, ``mini_val``) of a nuScenes-format dataset.
 
@@ -209,7 +210,8 @@ def load_gt(
     with ``cache`` the result is kept in a GT cache file keyed by those tables' sizes and mtimes
     (:mod:`bevsimdet.eval.cache`), so the next evaluation of the same split skips the tables.
     ``nusc`` is an already loaded ``nuscenes.NuScenes`` of that dataroot/version (its tables are
-    used instead of reading them again; nothing is cached).
+    used instead of reading them again; nothing is cached). ``parallel``: see
+    :func:`~bevsimdet.eval.tables.read_eval_tables` (for processes without threads).
     """
     scene_names = set(check_split(split, version))
     if nusc is not None:
@@ -227,7 +229,7 @@ def load_gt(
             except KeyError:  # a file of an older layout: rebuilt below
                 pass
     with paused_gc():  # hundreds of thousands of records, no cycles among them
-        gt = gt_from_tables(read_eval_tables(folder), scene_names, version, split, class_range, source=folder)
+        gt = gt_from_tables(read_eval_tables(folder, scene_names, parallel=parallel), scene_names, version, split, class_range, source=folder)
     if use_cache:
         gt_cache.write(key, gt.to_arrays())
     return gt

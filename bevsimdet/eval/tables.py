@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
+import os
 import re
+import signal
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bevsimdet.errors import DataError, UserError
 from bevsimdet.io import load_json, parse_json
@@ -143,33 +147,100 @@ class EvalTables:
         )
 
 
-def read_eval_tables(folder: Path) -> EvalTables:
+def read_eval_tables(folder: Path, scene_names: set[str] | None = None, scan: bool = True, parallel: bool = False) -> EvalTables:
     """Read the :data:`EVAL_TABLES` of a version folder. Broken references raise a one-line
-    :class:`DataError` naming the table and token."""
+    :class:`DataError` naming the table and token.
+
+    With ``scene_names`` only the annotations of those scenes' samples are read (``anns`` then has
+    those samples only and ``ann_table`` their annotations), by the byte scan
+    :func:`scan_annotations` unless ``scan`` is False or the scan cannot vouch for its answer, in
+    which case the whole table is parsed as without ``scene_names``. ``parallel`` reads the ego
+    poses in a forked child meanwhile (only where no threads could be forked mid-lock: the
+    ``evaluate`` command, which imports neither torch nor the devkit)."""
     try:
-        return _read_eval_tables(folder)
+        return _read_eval_tables(folder, scene_names, scan, parallel)
     except KeyError as e:
         raise DataError(f"nuScenes tables in {folder} are inconsistent: a record lacks field {e} or refers to a missing token",
                         fix="re-extract or re-simulate the dataset") from None
 
 
-def _read_eval_tables(folder: Path) -> EvalTables:
+def _read_eval_tables(folder: Path, scene_names: set[str] | None = None, scan: bool = True, parallel: bool = False) -> EvalTables:
     samples = read_table(folder, "sample")
     scene_name = {s["token"]: s["name"] for s in read_table(folder, "scene")}
     category = {c["token"]: c["name"] for c in read_table(folder, "category")}
     instance_category = {i["token"]: category[i["category_token"]] for i in read_table(folder, "instance")}
     attribute_name = {a["token"]: a["name"] for a in read_table(folder, "attribute")}
-
-    anns: dict[str, list[dict]] = {s["token"]: [] for s in samples}
-    ann_table: dict[str, dict] = {}
-    for a in read_table(folder, "sample_annotation"):
-        a["category_name"] = instance_category[a["instance_token"]]
-        ann_table[a["token"]] = a
-        anns[a["sample_token"]].append(a)
-
     sensor_channel = {s["token"]: s["channel"] for s in read_table(folder, "sensor")}
     lidar_cs = {c["token"] for c in read_table(folder, "calibrated_sensor") if sensor_channel[c["sensor_token"]] == LIDAR}
-    return EvalTables(samples, scene_name, anns, ann_table, attribute_name, lidar_ego_translations(folder, lidar_cs, len(samples)))
+    # the ego poses (sample_data + ego_pose, 1.8 GB at trainval size) and the annotations (0.6 GB)
+    # are independent reads of about the same cost: with ``parallel`` a forked child does the first
+    lidar_ego = _in_background(lidar_ego_translations, folder, lidar_cs, len(samples), scan, enabled=parallel)
+    try:
+        records = None
+        if scene_names is not None:
+            wanted = {s["token"] for s in samples if scene_name[s["scene_token"]] in scene_names}
+            anns: dict[str, list[dict]] = {t: [] for t in wanted}
+            records = scan_annotations(folder / "sample_annotation.json", wanted) if scan else None
+        if records is None:
+            anns = {s["token"]: [] for s in samples}
+            records = read_table(folder, "sample_annotation")
+        ann_table: dict[str, dict] = {}
+        for a in records:
+            a["category_name"] = instance_category[a["instance_token"]]
+            ann_table[a["token"]] = a
+            anns[a["sample_token"]].append(a)
+    except BaseException:
+        lidar_ego.cancel()
+        raise
+    return EvalTables(samples, scene_name, anns, ann_table, attribute_name, lidar_ego.result())
+
+
+class _Background:
+    """``fn(*args)`` computed in a forked child and sent back as JSON (:func:`_in_background`)."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple, enabled: bool):
+        self.fn, self.args, self.pid, self.fd = fn, args, 0, -1
+        if enabled and hasattr(os, "fork") and (os.cpu_count() or 1) > 1:
+            read_fd, write_fd = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: compute, send, and leave without running the parent's exit handlers
+                status = 1
+                try:
+                    os.close(read_fd)
+                    payload = json.dumps(fn(*args)).encode()
+                    with os.fdopen(write_fd, "wb") as out:
+                        out.write(payload)
+                    status = 0
+                except BaseException:  # noqa: BLE001 - the parent recomputes and raises it properly
+                    pass
+                finally:
+                    os._exit(status)
+            os.close(write_fd)
+            self.pid, self.fd = pid, read_fd
+
+    def result(self) -> Any:
+        if self.pid:
+            with os.fdopen(self.fd, "rb") as pipe:
+                payload = pipe.read()
+            _, status = os.waitpid(self.pid, 0)
+            self.pid = 0
+            if status == 0:
+                return parse_json(payload)
+        return self.fn(*self.args)  # no child, or it failed: here, so that errors are raised in this process
+
+    def cancel(self) -> None:
+        if self.pid:
+            os.close(self.fd)
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+
+
+def _in_background(fn: Callable[..., Any], *args: Any, enabled: bool) -> _Background:
+    """Start ``fn(*args)`` (a JSON-able result) in a forked child when ``enabled``, fork exists and
+    there is a second core; ``.result()`` waits for it, and computes it in this process when there
+    is no child or the child failed (so the caller sees the same value or the same exception)."""
+    return _Background(fn, args, enabled)
 
 
 def lidar_ego_translations(folder: Path, lidar_cs: set[str], expected: int, scan: bool = True) -> dict[str, list[float]]:
@@ -275,6 +346,75 @@ def scan_lidar_keyframes(path: Path, lidar_cs: set[str], expected: int) -> dict[
     return pose_of
 
 
+_SAMPLE_TOKEN = re.compile(rb'"sample_token"\s*:\s*"([^"\\]*)"')
+
+
+def scan_annotations(path: Path, sample_tokens: set[str]) -> list[dict] | None:
+    """The records of a ``sample_annotation.json`` whose ``sample_token`` is one of
+    ``sample_tokens``, in table order, from the file's bytes; None when the scan cannot be sure (the
+    caller parses the table).
+
+    A split holds a fraction of the annotations (val: 18% of trainval's 1.17M), so the other
+    records are never parsed. One regex pass lists every ``"sample_token"`` key's value (outside a
+    string a quote is a delimiter and inside one it is escaped, so it cannot hit string contents);
+    the wanted ones are then found in order by searching the bytes for each quoted token from the
+    end of the record before, checking that the hit is that key's value. Sure means: every such key
+    has a plain token (counted), each wanted record cuts out between the ``{`` before and the ``}``
+    after as one element of the array, the cut records hold no other brace and parse together as
+    objects, each has the token it was found by and its own distinct ``token``, and every
+    ``prev``/``next`` annotation the velocities need is among them (true of nuScenes, whose
+    instances never leave their scene)."""
+    data = _read_bytes(path)
+    if data is None or not data.lstrip(_SPACE).startswith(b"["):
+        return None
+    every = _SAMPLE_TOKEN.findall(data)
+    if len(every) != data.count(b'"sample_token"'):
+        return None  # a key with an escaped or non-string value, or the name as a value
+    wanted = {t.encode() for t in sample_tokens}
+    found = [t for t in every if t in wanted]
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for token in found:
+        quoted = b'"' + token + b'"'
+        at = data.find(quoted, pos)
+        while at >= 0:
+            key = data.rfind(b'"sample_token"', pos, at)
+            m = _SAMPLE_TOKEN.match(data, key) if key >= 0 else None
+            if m is not None and m.end() == at + len(quoted):
+                break
+            at = data.find(quoted, at + 1)  # the token as another field's value
+        if at < 0:
+            return None
+        start, end = _record_around(data, at)
+        if start < pos:
+            return None  # not one array element, or two keys in one record
+        spans.append((start, end))
+        pos = end
+    joined = b"[" + b",".join(data[a:b] for a, b in spans) + b"]"
+    if joined.count(b"{") != len(spans) or joined.count(b"}") != len(spans):
+        return None
+    try:
+        records = parse_json(joined)
+    except ValueError:
+        return None
+    if not isinstance(records, list) or len(records) != len(spans) or (records and set(map(type, records)) != {dict}):
+        return None
+    try:
+        if [r["sample_token"] for r in records] != [t.decode() for t in found]:
+            return None
+        tokens = set(map(itemgetter("token"), records))
+        neighbours = set(map(itemgetter("prev"), records)) | set(map(itemgetter("next"), records))
+    except (KeyError, TypeError):
+        return None  # the full parse names the problem
+    if len(tokens) != len(records) or not all(isinstance(t, str) for t in tokens):
+        return None
+    neighbours.discard("")
+    neighbours.discard(None)
+    if not neighbours <= tokens:
+        return None
+    return records
+
+
 def scan_records(path: Path, tokens: list[str], budget: float = 2.0) -> dict[str, dict] | None:
     """Token -> record for each of ``tokens`` in a table file (a JSON array of flat objects with
     unique ``token``s), by searching the bytes for each quoted token in turn from where the previous
@@ -315,5 +455,5 @@ def scan_records(path: Path, tokens: list[str], budget: float = 2.0) -> dict[str
     return found
 
 
-__all__ = ["EVAL_TABLES", "EvalTables", "check_split", "lidar_ego_translations", "read_eval_tables", "read_table", "scan_lidar_keyframes",
+__all__ = ["EVAL_TABLES", "EvalTables", "check_split", "lidar_ego_translations", "read_eval_tables", "read_table", "scan_annotations", "scan_lidar_keyframes",
            "scan_records", "split_scenes", "table_folder"]
