@@ -139,3 +139,16 @@ def test_simulated_long_tail_world_and_cbgs(tmp_path):
     assert all(before[c] < 0.5 and after[c] > before[c] for c in rare), (before, after)
     # measured (seed 11): the rare classes' mean share goes from 0.225 to 0.316
     assert np.mean([after[c] for c in rare]) > np.mean([before[c] for c in rare]) + 0.05
+
+
+def test_cli_rejects_long_tail_with_tables_only(tmp_path):
+    from typer.testing import CliRunner
+
+    from bevsimdet.cli import app
+
+    # the CLI's entry point turns a UserError into one line; the runner hands back the exception
+    res = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path), "--tables-only", "--long-tail", "0.5"])
+    assert isinstance(res.exception, UserError) and "--long-tail" in str(res.exception)
+    assert not (tmp_path / "v1.0-mini").exists()
+    res = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path), "--long-tail", "0", "--scenes", "1"])
+    assert isinstance(res.exception, UserError) and "--long-tail must be in (0, 1]" in str(res.exception)

@@ -51,6 +51,11 @@ def register(app: typer.Typer) -> None:
             from bevsimdet.errors import UserError
 
             raise UserError("--placeholder-files belongs to --tables-only", fix="add --tables-only (a rendered world has real files)")
+        if tables_only and long_tail != 1.0:
+            from bevsimdet.errors import UserError
+
+            raise UserError("--long-tail shapes the rendered world; --tables-only writes tables of its own",
+                            fix="drop --long-tail or --tables-only")
         if tables_only:
             if not (placeholder_files and (out / version / "sample_data.json").exists() and not force):
                 _tables_only(out, version, scenes, samples_per_scene, seed, sweeps, force)
