@@ -511,9 +511,9 @@ def long_tail_absent(seed: int, train: list[bool], fraction: float) -> list[froz
     given to the training scene whose draw came closest, so every class can still be learnt.
     ``fraction`` 1 returns empty sets: the full world.
     """
-    absent: list[set[str]] = [set() for _ in train]
     if fraction >= 1.0:
         return [frozenset() for _ in train]
+    absent: list[set[str]] = [set() for _ in train]
     for k, cls in enumerate(RARE_CLASSES):
         u = {i: float(np.random.default_rng([seed, i, 0x1A11, k]).random()) for i, t in enumerate(train) if t}
         held = [i for i, v in u.items() if v < fraction]
