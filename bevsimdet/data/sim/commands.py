@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
                                               help="v1.0-trainval: the last N of --scenes are val scenes (default: 1 in 5)."),
         val_samples_per_scene: int | None = typer.Option(None, "--val-samples-per-scene",
                                                          help="Keyframes per val scene (default: --samples-per-scene)."),
+        long_tail: float = typer.Option(1.0, "--long-tail",
+                                        help="Each training scene holds each rare class (bus, trailer, construction vehicle, motorcycle, bicycle) with this probability; val scenes hold every class (docs/sim.md)."),
         tables_only: bool = typer.Option(False, "--tables-only",
                                          help="Only the nuScenes tables, at the real dataset's sizes (camera and radar sweeps included), no image or point file: for prepare/evaluate at trainval scale (docs/data.md)."),
         placeholder_files: bool = typer.Option(False, "--placeholder-files",
@@ -49,6 +51,11 @@ def register(app: typer.Typer) -> None:
             from bevsimdet.errors import UserError
 
             raise UserError("--placeholder-files belongs to --tables-only", fix="add --tables-only (a rendered world has real files)")
+        if tables_only and long_tail != 1.0:
+            from bevsimdet.errors import UserError
+
+            raise UserError("--long-tail shapes the rendered world; --tables-only writes tables of its own",
+                            fix="drop --long-tail or --tables-only")
         if tables_only:
             if not (placeholder_files and (out / version / "sample_data.json").exists() and not force):
                 _tables_only(out, version, scenes, samples_per_scene, seed, sweeps, force)
@@ -68,7 +75,7 @@ def register(app: typer.Typer) -> None:
         s = simulate(out, version=version, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
                      image_scale=image_scale, sweeps_per_sample=sweeps, progress=progress, workers=workers, force=force,
                      world_revision=WORLD_REVISION if world_revision is None else world_revision,
-                     val_scenes=val_scenes, val_samples_per_scene=val_samples_per_scene)
+                     val_scenes=val_scenes, val_samples_per_scene=val_samples_per_scene, long_tail=long_tail)
         if s["reused"]:
             return
         rate = s["keyframes"] / max(s["seconds"], 1e-9)
@@ -81,6 +88,10 @@ def register(app: typer.Typer) -> None:
             if split != "other":  # distinct objects an evaluation of the split can see (in range, with points)
                 counts = count_instances(out, version, split)
                 typer.echo(f"{split}: objects in evaluation range per class: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if long_tail != 1.0:
+            for split, holding in s["scenes_per_class"].items():
+                n = s["scenes_per_split"][split]
+                typer.echo(f"{split}: scenes holding each class: " + ", ".join(f"{k} {v}/{n}" for k, v in holding.items()))
 
 
 def _placeholders(out: Path, version: str, progress: bool) -> None:

@@ -31,7 +31,7 @@ def render_buffers(dataroot: str | os.PathLike, sample_token: str, channel: str)
     """Render camera ``channel`` of keyframe ``sample_token`` of the simulated world in ``dataroot``."""
     from bevsimdet.data.sim.render import render_camera, world_at
     from bevsimdet.data.sim.rig import camera_spec
-    from bevsimdet.data.sim.simulate import MANIFEST, read_manifest, world_revision
+    from bevsimdet.data.sim.simulate import MANIFEST, long_tail, read_manifest, scene_absent, world_revision
     from bevsimdet.data.sim.writer import KEYFRAME_DT, SceneJob, sim_scene, token
 
     root = Path(dataroot)
@@ -49,8 +49,10 @@ def render_buffers(dataroot: str | os.PathLike, sample_token: str, channel: str)
         k, prev = k + 1, samples[prev]["prev"]
     name = scenes[samples[sample_token]["scene_token"]]["name"]
     idx = manifest["scene_index"][name]
+    names = sorted(manifest["scene_index"], key=manifest["scene_index"].get)
+    absent = scene_absent(p["version"], names, p["seed"], long_tail(p))[idx]
     job = SceneJob(str(root), p["seed"], idx, name, p["samples_per_scene"], p["sweeps_per_sample"], p["image_scale"],
-                   world_revision(p))
+                   world_revision(p), absent)
     scene = sim_scene(job)
     t = k * KEYFRAME_DT
     img = render_camera(scene, world_at(scene, t), camera_spec(channel, p["image_scale"]), scene.ego_pose(t),

@@ -30,6 +30,10 @@ WORLD_REVISIONS = {
 }
 WORLD_REVISION = max(WORLD_REVISIONS)
 
+# The classes that ``simulate --long-tail F`` keeps out of a training scene with probability 1 - F
+# (the ones a minority of nuScenes scenes hold).
+RARE_CLASSES = ("bus", "trailer", "construction_vehicle", "motorcycle", "bicycle")
+
 SIZE = {
     "car": ((1.95, 4.61, 1.72), 0.09),
     "truck": ((2.46, 6.74, 2.73), 0.18),
@@ -237,8 +241,15 @@ def _weighted(rng: np.random.Generator, table: dict[str, float]) -> str:
     return names[rng.choice(len(names), p=p / p.sum())]
 
 
-def build_scene(seed: int, scene_index: int, duration: float, map_size: float, revision: int = WORLD_REVISION) -> Scene:
+def build_scene(seed: int, scene_index: int, duration: float, map_size: float, revision: int = WORLD_REVISION,
+                absent: frozenset[str] = frozenset()) -> Scene:
     """Lay out one scene; ``duration`` seconds of ego motion starting at t = 0 (sweeps from t < 0).
+
+    ``absent`` (a subset of :data:`RARE_CLASSES`, see :func:`long_tail_absent`) names classes of
+    which the scene holds no object at all: a parked or moving vehicle drawn as one of them becomes
+    a car (a truck+trailer becomes a truck alone), a work zone has no construction vehicle, and
+    absent two-wheelers are neither parked nor ridden. Empty (the default) is the full world, draw
+    for draw.
 
     ``revision`` (see :data:`WORLD_REVISIONS`) picks the rules for the heading of standing
     pedestrians and parked two-wheelers. Both revisions make the same random draws per placement,
@@ -247,6 +258,8 @@ def build_scene(seed: int, scene_index: int, duration: float, map_size: float, r
     kind of street, not the same street with turned pedestrians."""
     if revision not in WORLD_REVISIONS:
         raise ValueError(f"world revision {revision} is not one of {sorted(WORLD_REVISIONS)}")
+    if not set(absent) <= set(RARE_CLASSES):
+        raise ValueError(f"absent classes {sorted(absent)} are not all among {RARE_CLASSES}")
     rng = np.random.default_rng([seed, scene_index, 0x5CE7E])
     b = _Builder(rng, np.random.default_rng([seed, scene_index, 0x5A9E5]))
     lanes = int(rng.choice([1, 2], p=[0.45, 0.55]))
@@ -322,7 +335,8 @@ def build_scene(seed: int, scene_index: int, duration: float, map_size: float, r
     # --- work zone in a parking strip: barriers, cones, a construction vehicle ----------------------
     def work_zone(xc: float, side: int, length: float) -> None:
         y_in, y_out = side * (half_road - PARK_W - 0.3), side * (half_road - 0.2)
-        if rng.random() < 0.85:
+        # a work zone without its vehicle is one that the full world also has (15 %)
+        if rng.random() < 0.85 and "construction_vehicle" not in absent:
             b.actor("construction_vehicle", xc + rng.uniform(-length / 4, length / 4), side * (half_road - PARK_W / 2),
                     0.0, (0.0 if side < 0 else np.pi) + rng.normal(0, 0.1), 0.0)
         xs = np.arange(xc - length / 2, xc + length / 2, rng.uniform(3.5, 6.0))
@@ -343,7 +357,7 @@ def build_scene(seed: int, scene_index: int, duration: float, map_size: float, r
     # missing from the ego's kerb side are placed there, in the LiDAR's clear line of sight -------
     present = {a["cls"] for a in b.actors if a["y"] < 0 and a["speed"] == 0 and abs(a["x"] - ego_mid) < 20}
     on_sidewalk = ("pedestrian", "bicycle", "motorcycle")
-    for cls in sorted(set(CLASSES) - present, key=lambda c: (c not in on_sidewalk, CLASSES.index(c))):
+    for cls in sorted(set(CLASSES) - present - set(absent), key=lambda c: (c not in on_sidewalk, CLASSES.index(c))):
         for attempt in range(80):
             xx = ego_mid + rng.uniform(-1, 1) * (8 + attempt * 0.5)
             if cls in on_sidewalk:
@@ -367,6 +381,8 @@ def build_scene(seed: int, scene_index: int, duration: float, map_size: float, r
         x = x_lo
         while x < x_hi:
             cls = _weighted(rng, parked)
+            if cls in absent:  # the commonest parked vehicle takes its place, drawn with its own size
+                cls = "car"
             size = _jitter_size(rng, cls)
             if rng.random() < occupancy:
                 yaw = (0.0 if side < 0 else np.pi) + rng.normal(0, 0.03)
@@ -387,6 +403,10 @@ def build_scene(seed: int, scene_index: int, duration: float, map_size: float, r
         x = x_lo - span - 40 + rng.uniform(0, 20)
         while x < x_hi + span + 40:
             kind = _weighted(rng, moving)
+            if kind == "truck+trailer" and "trailer" in absent:
+                kind = "truck"
+            elif kind in absent:  # a bus or a ridden two-wheeler gives its place in the lane to a car
+                kind = "car"
             cls = "truck" if kind == "truck+trailer" else kind
             size = _jitter_size(rng, cls)
             length = size[1]
@@ -419,6 +439,8 @@ def build_scene(seed: int, scene_index: int, duration: float, map_size: float, r
     for side in (1, -1):
         for _ in range(rng.poisson(0.25)):
             cls = "bicycle" if rng.random() < 0.6 else "motorcycle"
+            if cls in absent:
+                continue
             # revision 1: all towards +y, i.e. away from the road on one side and towards it on the
             # other, which a BEV flip turns into each other; revision 2: towards the road on both
             across = np.pi / 2 if revision < 2 else -side * np.pi / 2
@@ -477,6 +499,30 @@ def build_scene(seed: int, scene_index: int, duration: float, map_size: float, r
     scene.verge = np.array([rng.uniform(90, 130), rng.uniform(105, 140), rng.uniform(70, 100)])
     scene.noise_tex = rng.standard_normal((256, 256)).astype(np.float32)
     return scene
+
+
+def long_tail_absent(seed: int, train: list[bool], fraction: float) -> list[frozenset[str]]:
+    """The rare classes each scene lacks in a long-tailed world (``simulate --long-tail``).
+
+    ``train[i]``: scene ``i`` is a training scene; only those lose classes (an evaluation split
+    keeps every class in every scene). A training scene holds each of :data:`RARE_CLASSES` with
+    probability ``fraction``, a draw from its own generator per (seed, scene, class), so the draws
+    do not depend on one another nor on the scene's layout. A class that no training scene drew is
+    given to the training scene whose draw came closest, so every class can still be learnt.
+    ``fraction`` 1 returns empty sets: the full world.
+    """
+    if fraction >= 1.0:
+        return [frozenset() for _ in train]
+    absent: list[set[str]] = [set() for _ in train]
+    for k, cls in enumerate(RARE_CLASSES):
+        u = {i: float(np.random.default_rng([seed, i, 0x1A11, k]).random()) for i, t in enumerate(train) if t}
+        held = [i for i, v in u.items() if v < fraction]
+        if u and not held:
+            held = [min(u, key=lambda i: (u[i], i))]
+        for i in u:
+            if i not in held:
+                absent[i].add(cls)
+    return [frozenset(a) for a in absent]
 
 
 def actor_parts(actor: Actor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from bevsimdet.data.classes import CLASSES, LIDAR, SIM_CATEGORY
-from bevsimdet.data.sim.scene import WORLD_REVISION, WORLD_REVISIONS
+from bevsimdet.data.sim.scene import WORLD_REVISION, WORLD_REVISIONS, long_tail_absent
 from bevsimdet.errors import UserError
 from bevsimdet.io import atomic_write_json
 
@@ -106,17 +106,35 @@ def _shared_tables(seed: int, image_scale: float) -> dict[str, list]:
 
 
 def _params(version: str, scenes: int, samples_per_scene: int, seed: int, image_scale: float, sweeps: int,
-            revision: int, val_scenes: int | None = None, val_samples_per_scene: int | None = None) -> dict:
+            revision: int, val_scenes: int | None = None, val_samples_per_scene: int | None = None,
+            long_tail: float = 1.0) -> dict:
     params = dict(version=version, scenes=scenes, samples_per_scene=samples_per_scene, seed=seed,
                   image_scale=float(image_scale), sweeps_per_sample=sweeps, schema=SCHEMA, world_revision=revision)
     if val_scenes is not None:  # only then: the manifests of worlds written before keep matching
         params.update(val_scenes=val_scenes, val_samples_per_scene=val_samples_per_scene)
+    if long_tail != 1.0:  # likewise: a full world's manifest is the one it always was
+        params.update(long_tail=float(long_tail))
     return params
 
 
 def world_revision(params: dict) -> int:
     """The world revision a manifest's parameters were written with (1 before revisions were recorded)."""
     return int(params.get("world_revision", 1))
+
+
+def long_tail(params: dict) -> float:
+    """The ``--long-tail`` fraction a manifest's parameters were written with (1: the full world)."""
+    return float(params.get("long_tail", 1.0))
+
+
+def scene_absent(version: str, names: list[str], seed: int, fraction: float) -> list[tuple[str, ...]]:
+    """Per scene, the rare classes it lacks: only scenes outside the evaluation split (``mini_val``
+    for v1.0-mini, ``val`` for v1.0-trainval) lose any (:func:`scene.long_tail_absent`)."""
+    from nuscenes.utils import splits as nsplits
+
+    held_out = set(nsplits.mini_val if version == "v1.0-mini" else nsplits.val)
+    absent = long_tail_absent(seed, [n not in held_out for n in names], fraction)
+    return [tuple(sorted(a)) for a in absent]
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict | None:
@@ -158,7 +176,7 @@ def _prepare_target(out: Path, version: str, params: dict, force: bool) -> dict 
 def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: int = 10, samples_per_scene: int = 20,
              seed: int = 0, image_scale: float = 0.25, sweeps_per_sample: int = 9, progress: bool = True,
              workers: int = 0, force: bool = False, world_revision: int = WORLD_REVISION,
-             val_scenes: int | None = None, val_samples_per_scene: int | None = None) -> dict:
+             val_scenes: int | None = None, val_samples_per_scene: int | None = None, long_tail: float = 1.0) -> dict:
     """Write a synthetic nuScenes-format dataset to ``out_dir`` (the dataroot) and return a summary.
 
     ``val_scenes`` (v1.0-trainval only): of the ``scenes``, this many are ``val`` scenes (the rest
@@ -168,10 +186,15 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
     ``world_revision`` picks the world's rules (:data:`bevsimdet.data.sim.scene.WORLD_REVISIONS`;
     the newest by default, 1 rebuilds the worlds measured before 2026-11-29).
 
+    ``long_tail`` F in (0, 1]: each training scene holds each rare class (bus, trailer,
+    construction_vehicle, motorcycle, bicycle) only with probability F, and at least one training
+    scene holds each; evaluation-split scenes keep every class. 1 (the default) is the full world.
+
     ``workers`` processes simulate scenes in parallel (0: automatic). An existing complete world
     with the same parameters is reused (``summary["reused"]``) unless ``force``.
     Summary keys: ``version, scenes, keyframes, sweeps, annotations, instances, per_class,
-    per_split, seconds, reused, out``.
+    per_split, scenes_per_split, scenes_per_class, seconds, reused, out`` (``scenes_per_class``:
+    per split, how many of its scenes hold at least one box of each class).
     """
     from nuscenes.utils import splits as nsplits
 
@@ -183,6 +206,9 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
     if world_revision not in WORLD_REVISIONS:
         raise UserError(f"unknown world revision {world_revision}",
                         fix=f"use one of {', '.join(map(str, sorted(WORLD_REVISIONS)))}")
+    if not 0.0 < long_tail <= 1.0:
+        raise UserError(f"--long-tail must be in (0, 1], got {long_tail}",
+                        fix="pass a fraction such as 0.25 (1: every class in every scene)")
     if val_scenes is not None and val_samples_per_scene is None:
         val_samples_per_scene = samples_per_scene
     if val_samples_per_scene is not None and (val_scenes is None or val_samples_per_scene < 1):
@@ -192,7 +218,7 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
     samples = [val_samples_per_scene if i >= first_val else samples_per_scene for i in range(scenes)]
     out = Path(out_dir)
     params = _params(version, scenes, samples_per_scene, seed, image_scale, sweeps_per_sample, world_revision,
-                     val_scenes, val_samples_per_scene)
+                     val_scenes, val_samples_per_scene, long_tail)
     t0 = time.perf_counter()
     manifest = _prepare_target(out, version, params, force)
     if manifest is not None:
@@ -203,7 +229,8 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
     out.mkdir(parents=True, exist_ok=True)
     (out / IN_PROGRESS).write_text("bevsimdet simulate is writing this folder\n")
 
-    jobs = [SceneJob(str(out), seed, i, name, samples[i], sweeps_per_sample, image_scale, world_revision)
+    absent = scene_absent(version, names, seed, long_tail)
+    jobs = [SceneJob(str(out), seed, i, name, samples[i], sweeps_per_sample, image_scale, world_revision, absent[i])
             for i, name in enumerate(names)]
     if workers <= 0:
         workers = 1 if sum(samples) <= 60 else min(scenes, os.cpu_count() or 1)
@@ -232,6 +259,8 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
         tables.setdefault(name, [])
     per_class = {c: 0 for c in CLASSES}
     per_split: dict[str, dict[str, int]] = {}
+    scenes_per_split: dict[str, int] = {}
+    scenes_per_class: dict[str, dict[str, int]] = {}
     split_of = {n: s for s in ("mini_train", "mini_val", "train", "val") for n in getattr(nsplits, s)
                 if s.startswith("mini") == (version == "v1.0-mini")}
     sweeps = 0
@@ -239,16 +268,21 @@ def simulate(out_dir: str | os.PathLike, *, version: str = "v1.0-mini", scenes: 
         assert res is not None
         for table, records in res["tables"].items():
             tables[table] += records
-        split = per_split.setdefault(split_of.get(name, "other"), {c: 0 for c in CLASSES})
+        split_name = split_of.get(name, "other")
+        split = per_split.setdefault(split_name, {c: 0 for c in CLASSES})
+        holding = scenes_per_class.setdefault(split_name, {c: 0 for c in CLASSES})
+        scenes_per_split[split_name] = scenes_per_split.get(split_name, 0) + 1
         for cls, n in res["counts"].items():
             per_class[cls] += n
             split[cls] += n
+            holding[cls] += n > 0
         sweeps += res["sweeps"]
     for name in TABLES:
         atomic_write_json(out / version / f"{name}.json", tables[name], indent=0)
     summary = dict(version=version, scenes=scenes, keyframes=sum(samples), sweeps=sweeps,
                    annotations=len(tables["sample_annotation"]), instances=len(tables["instance"]),
-                   per_class=per_class, per_split=per_split, seconds=round(time.perf_counter() - t0, 2),
+                   per_class=per_class, per_split=per_split, scenes_per_split=scenes_per_split,
+                   scenes_per_class=scenes_per_class, seconds=round(time.perf_counter() - t0, 2),
                    reused=False, out=str(out))
     atomic_write_json(out / MANIFEST, dict(format="bevsimdet-sim", params=params, summary=summary,
                                            scene_index={name: i for i, name in enumerate(names)}), indent=1)

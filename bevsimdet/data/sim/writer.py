@@ -61,6 +61,7 @@ class SceneJob:
     sweeps: int
     image_scale: float
     world_revision: int = WORLD_REVISION
+    absent: tuple[str, ...] = ()  # rare classes this scene lacks (simulate --long-tail; scene.long_tail_absent)
 
 
 def scene_duration(samples: int) -> float:
@@ -73,7 +74,8 @@ def map_size(samples: int) -> float:
 
 
 def sim_scene(job: SceneJob) -> Scene:
-    return build_scene(job.seed, job.index, scene_duration(job.samples), map_size(job.samples), job.world_revision)
+    return build_scene(job.seed, job.index, scene_duration(job.samples), map_size(job.samples), job.world_revision,
+                       frozenset(job.absent))
 
 
 def shared_tokens(seed: int, rig: Rig) -> dict[str, str]:
