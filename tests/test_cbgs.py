@@ -143,7 +143,14 @@ def test_simulated_world(tiny_world, tiny_infos):
 
     ds = NuScenesDataset(tiny_infos["mini_train"], tiny_world, image_size=(64, 128), load_points=False)
     sets = ds.sample_classes()
-    assert sets == [frozenset(int(c) for c in ds.gt_of(s)[1]) for s in ds.samples]
+    assert sets == [frozenset(int(c) for c in ds.gt_of(s)[1]) for s in ds.samples] == ds.sample_classes_reference()
+    from bevsimdet.data.infos import SampleView
+
+    assert isinstance(ds.samples, SampleView)  # the columnar arrays' answer, also on a subset view
+    full = ds.samples
+    ds.samples = full.subset([3, 0, 1])
+    assert ds.sample_classes() == ds.sample_classes_reference() == [sets[3], sets[0], sets[1]]
+    ds.samples = full
     sampler = ClassBalancedSampler(sets, seed=0)
     pairs = sum(len(s) for s in sets)
     assert 0 <= pairs - len(sampler) < len(sampler.draws)

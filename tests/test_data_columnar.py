@@ -57,6 +57,7 @@ def test_columnar_samples_equal_json_records(both):
         for a, b in zip(ref.samples, cols.samples):
             assert_same_sample(a, b)
         np.testing.assert_array_equal(cols.gt_class_counts(CLASSES), ref.gt_class_counts(CLASSES))
+        np.testing.assert_array_equal(cols.gt_class_counts(CLASSES, valid_only=True), ref.gt_class_counts(CLASSES, valid_only=True))
         assert cols.gt_class_counts(CLASSES).sum() == sum(n in CLASSES for s in ref.samples for n in s.gt.names)
 
 

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from bevsimdet.data import files
 from bevsimdet.data.files import read_sweep
 from bevsimdet.data.batch import BOX_DIM, POINT_DIM, SampleMeta
-from bevsimdet.data.classes import CAMERAS, CLASS_TO_LABEL
+from bevsimdet.data.classes import CAMERAS, CLASS_TO_LABEL, CLASSES
 from bevsimdet.data.gt_paste import ObjectPaste
 from bevsimdet.data.infos import ColumnarInfos, InfoFile, SampleInfo, SampleView, load_infos
 from bevsimdet.data.transforms import BEVAug, ImageAug, apply_bev_aug, normalize_image, warp_image
@@ -172,7 +172,17 @@ class NuScenesDataset(Dataset):
 
     def sample_classes(self) -> list[frozenset[int]]:
         """Per sample, the detection-class labels annotated in it (what class-balanced sampling
-        groups by; valid boxes only with ``use_valid_flag``, before any range filter)."""
+        groups by; valid boxes only with ``use_valid_flag``, before any range filter). Columnar
+        infos answer from their arrays (28,000 trainval keyframes: no per-sample records);
+        :meth:`sample_classes_reference` is the plain per-record version."""
+        if not isinstance(self.samples, SampleView):
+            return self.sample_classes_reference()
+        present = self.samples.infos.gt_class_counts(CLASSES, valid_only=self.use_valid_flag) > 0
+        if self.samples.index is not None:
+            present = present[self.samples.index]
+        return [frozenset(np.flatnonzero(row).tolist()) for row in present]
+
+    def sample_classes_reference(self) -> list[frozenset[int]]:
         return [frozenset(int(c) for c in self.gt_of(info)[1]) for info in self.samples]
 
     def files_of(self, info: SampleInfo) -> list[Path]:

@@ -143,13 +143,13 @@ class InfoFile:
     def num_boxes(self) -> int:
         return sum(len(s.gt) for s in self.samples)
 
-    def gt_class_counts(self, classes: list[str] | tuple[str, ...]) -> np.ndarray:
-        """N x len(classes) int64 GT boxes per sample and class (the plain reference of
-        :meth:`ColumnarInfos.gt_class_counts`)."""
+    def gt_class_counts(self, classes: list[str] | tuple[str, ...], valid_only: bool = False) -> np.ndarray:
+        """N x len(classes) int64 GT boxes per sample and class, only boxes with a LiDAR or radar
+        point with ``valid_only`` (the plain reference of :meth:`ColumnarInfos.gt_class_counts`)."""
         out = np.zeros((len(self.samples), len(classes)), np.int64)
         for i, s in enumerate(self.samples):
-            for name in s.gt.names:
-                if name in classes:
+            for name, valid in zip(s.gt.names, s.gt.valid):
+                if name in classes and (valid or not valid_only):
                     out[i, classes.index(name)] += 1
         return out
 
@@ -974,14 +974,17 @@ class ColumnarInfos:
             tokens=self.strings["gt_token"].slice(lo, hi),
         )
 
-    def gt_class_counts(self, classes: list[str] | tuple[str, ...]) -> np.ndarray:
+    def gt_class_counts(self, classes: list[str] | tuple[str, ...], valid_only: bool = False) -> np.ndarray:
         """N x len(classes) int64: how many GT boxes of each detection class every sample has
-        (e.g. for class-balanced sampling); one vectorised pass, no per-sample objects."""
+        (e.g. for class-balanced sampling), only boxes with a LiDAR or radar point with
+        ``valid_only``; one vectorised pass, no per-sample objects."""
         a = self.arrays
         col = np.array([classes.index(v) if v in classes else -1 for v in self.vocab["name"]] + [-1], np.int64)
         cls = col[a["gt_name"]] if len(a["gt_name"]) else np.zeros(0, np.int64)
         sample = np.repeat(np.arange(len(self)), np.diff(a["gt_start"]))
         keep = cls >= 0
+        if valid_only:
+            keep &= (np.asarray(a["gt_num_lidar_pts"]) + np.asarray(a["gt_num_radar_pts"])) > 0
         out = np.zeros((len(self), len(classes)), np.int64)
         np.add.at(out, (sample[keep], cls[keep]), 1)
         return out
