@@ -1,10 +1,12 @@
 """``bevsimdet demo``: the whole method on the built-in synthetic world, in one command.
 
-1. simulate the v1.0-mini-shaped world (or reuse it),
+1. simulate the world (or reuse it): 8 training scenes of 40 keyframes, as nuScenes' mini_train,
+   and a held-out val split of 20 scenes x 10 keyframes with at least 20 distinct objects of every
+   class in range (``--quick``: the v1.0-mini world with its 2 mini_val scenes),
 2. train the LiDAR+camera fusion teacher,
 3. train the camera-only baseline (BEVFusion-C) with the same schedule as the student,
 4. distil the camera-only BEVSimDet student from the frozen teacher,
-5. evaluate all three on ``mini_val`` and write a table (markdown + PNG bar chart): model, modality
+5. evaluate all three on the val split and write a table (markdown + PNG bar chart): model, modality
    at test time, mAP, NDS, mATE..mAAE, parameters, CPU latency.
 
 Every stage is resumable: a finished stage is reused, an interrupted one continues from its last
@@ -40,8 +42,12 @@ RUNS = (("teacher", "teacher (BEVFusion)"), ("camera", "baseline (BEVFusion-C)")
 class DemoPlan:
     """Sizes of one demo run (default: the full demo; ``quick``: a few minutes, used by tests)."""
 
-    scenes: int = 10
-    samples_per_scene: int = 40  # 20 s scenes, as nuScenes' (8 train / 2 val scenes, 320 / 80 keyframes)
+    scenes: int = 8  # training scenes (with val_scenes None: all scenes of a v1.0-mini world, 8 + 2)
+    samples_per_scene: int = 40  # 20 s scenes, as nuScenes'
+    # A val split that can tell (issue 22): 2 mini_val scenes hold 5 or fewer physical objects of
+    # the rare classes; 20 short scenes of the same street kind hold >= 20 of every class.
+    val_scenes: int | None = 20
+    val_samples_per_scene: int = 10
     image_scale: float = 0.25
     teacher_overrides: tuple[str, ...] = ()
     student_overrides: tuple[str, ...] = ()  # shared by the camera baseline and the student
@@ -49,7 +55,30 @@ class DemoPlan:
     @staticmethod
     def quick() -> "DemoPlan":
         steps = ("train.max_steps=6", "train.checkpoint_interval=3", "train.log_interval=2")
-        return DemoPlan(samples_per_scene=3, image_scale=0.1, teacher_overrides=steps, student_overrides=steps)
+        return DemoPlan(scenes=10, samples_per_scene=3, val_scenes=None, image_scale=0.1, teacher_overrides=steps,
+                        student_overrides=steps)
+
+    @property
+    def version(self) -> str:
+        return "v1.0-mini" if self.val_scenes is None else "v1.0-trainval"
+
+    @property
+    def val_split(self) -> str:
+        return "mini_val" if self.val_scenes is None else "val"
+
+    def simulate_args(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`bevsimdet.data.sim.simulate` for this plan's world."""
+        if self.val_scenes is None:
+            return dict(version=self.version, scenes=self.scenes, samples_per_scene=self.samples_per_scene,
+                        image_scale=self.image_scale)
+        return dict(version=self.version, scenes=self.scenes + self.val_scenes, samples_per_scene=self.samples_per_scene,
+                    val_scenes=self.val_scenes, val_samples_per_scene=self.val_samples_per_scene, image_scale=self.image_scale)
+
+    def data_overrides(self) -> list[str]:
+        """Config overrides that point the demo configs (written for v1.0-mini) at this plan's splits."""
+        if self.val_scenes is None:
+            return []
+        return [f"data.version={self.version}", "data.train_split=train", f"data.val_split={self.val_split}"]
 
 
 @dataclass
@@ -124,7 +153,7 @@ def render_table(rows: list[ModelRow]) -> str:
     return "\n".join(lines)
 
 
-def plot_bars(rows: list[ModelRow], path: Path) -> None:
+def plot_bars(rows: list[ModelRow], path: Path, split: str = "val") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,7 +169,7 @@ def plot_bars(rows: list[ModelRow], path: Path) -> None:
     for i, r in enumerate(rows):
         ax.bar(x + i * width, [r.metrics.get(k, 0.0) for k in keys], width, label=f"{r.label} ({r.modality})")
     ax.set_xticks(x + width * (len(rows) - 1) / 2, keys)
-    ax.set_title("bevsimdet demo on the synthetic world (mini_val); errors: lower is better")
+    ax.set_title(f"bevsimdet demo on the synthetic world ({split}); errors: lower is better")
     ax.legend(fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -167,12 +196,11 @@ def run_demo(
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    common = [f"data.dataroot={dataroot}", f"seed={seed}"]
+    common = [f"data.dataroot={dataroot}", f"seed={seed}", *plan.data_overrides()]
 
     log(f"[1/5] synthetic world -> {dataroot}")
     try:
-        simulate(dataroot, version="v1.0-mini", scenes=plan.scenes, samples_per_scene=plan.samples_per_scene,
-                 seed=seed, image_scale=plan.image_scale, progress=progress)
+        simulate(dataroot, seed=seed, progress=progress, **plan.simulate_args())
     except WorldMismatchError:
         raise UserError(f"{dataroot} holds a synthetic world with other parameters than this demo's (an older demo, or another --seed)",
                         fix=f"pass --dataroot with a new folder, or delete {dataroot}") from None
@@ -192,7 +220,7 @@ def run_demo(
         log,
     )
 
-    log("[5/5] evaluation on mini_val")
+    log(f"[5/5] evaluation on {plan.val_split}")
     rows = []
     for name, cfg, ckpt in (
         ("teacher (BEVFusion)", teacher_cfg, teacher_ckpt),
@@ -206,17 +234,31 @@ def run_demo(
             log(f"note: {name}: {row.diagnostic}")
         rows.append(row)
     curves = plot_curves({label: read_val_rows(out_dir / run / "log.jsonl") for run, label in RUNS}, out_dir / "curves.png",
-                         title="bevsimdet demo: validation (mini_val) during training")
+                         title=f"bevsimdet demo: validation ({plan.val_split}) during training")
 
     minutes = (time.perf_counter() - t_start) / 60
     table = render_table(rows)
     pictures = "\n\n![results](results.png)" + ("\n\n![learning curves](curves.png)" if curves else "")
-    atomic_write_text(out_dir / "results.md", f"# bevsimdet demo\n\n{table}\n\nTotal time: {minutes:.1f} min (seed {seed}).{pictures}\n")
-    atomic_write_json(out_dir / "results.json", {"minutes": minutes, "seed": seed, "rows": [r.__dict__ for r in rows]}, indent=2)
-    plot_bars(rows, out_dir / "results.png")
+    counts = _val_objects(dataroot, plan)
+    atomic_write_text(out_dir / "results.md", f"# bevsimdet demo\n\n{table}\n\nValidation: `{plan.val_split}`, distinct objects "
+                      f"per class in range: {_counts_text(counts)}.\n\nTotal time: {minutes:.1f} min (seed {seed}).{pictures}\n")
+    atomic_write_json(out_dir / "results.json", {"minutes": minutes, "seed": seed, "val_split": plan.val_split,
+                                                 "val_objects": counts, "rows": [r.__dict__ for r in rows]}, indent=2)
+    plot_bars(rows, out_dir / "results.png", plan.val_split)
     log(table)
+    log(f"validation: {plan.val_split}, distinct objects per class in range: {_counts_text(counts)}")
     log(f"total time {minutes:.1f} min; wrote {out_dir / 'results.md'}, {out_dir / 'results.png'}" + (f" and {curves}" if curves else ""))
     return rows
+
+
+def _val_objects(dataroot: Path, plan: DemoPlan) -> dict[str, int]:
+    from bevsimdet.eval.gt import count_instances
+
+    return count_instances(dataroot, plan.version, plan.val_split)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items())
 
 
 def register(app: typer.Typer) -> None:

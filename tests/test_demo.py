@@ -31,6 +31,9 @@ def test_demo_quick_end_to_end(tiny_world, tmp_path, monkeypatch, capsys):
     for row in result["rows"]:
         assert set(METRIC_KEYS) <= set(row["metrics"]) and row["params_m"] > 0 and row["latency_ms"] > 0
     assert (out / "results.png").stat().st_size > 1000
+    # the table says which split it scored and how many distinct objects of each class that split holds
+    assert result["val_split"] == "mini_val" and len(result["val_objects"]) == 10
+    assert "distinct objects per class in range: car " in (out / "results.md").read_text()
     assert "BEVSimDet student" in (out / "results.md").read_text()
     # camera models report their depth agreement with LiDAR; one picture holds every learning curve
     assert all("depth_within1" in row["metrics"] for row in result["rows"][1:])
@@ -55,6 +58,22 @@ def test_demo_quick_end_to_end(tiny_world, tmp_path, monkeypatch, capsys):
     except SystemExit as e:  # typer exits 0 after a command
         assert e.code in (0, None)
     assert capsys.readouterr().err.count("reusing") == 3
+
+
+def test_full_demo_validates_on_a_held_out_split_the_configs_accept():
+    """The full demo's world: 8 training scenes of 40 keyframes and 20 val scenes of 10 (issue 22:
+    >= 20 objects of every class, measured in README); every demo config takes its splits."""
+    from bevsimdet.demo import DemoPlan, _config
+
+    plan = DemoPlan()
+    args = plan.simulate_args()
+    assert args["version"] == "v1.0-trainval" and args["scenes"] == 28 and args["val_scenes"] == 20
+    assert args["samples_per_scene"] == 40 and args["val_samples_per_scene"] == 10
+    for name in ("demo_fusion.yaml", "demo_camera.yaml", "demo_student.yaml"):
+        cfg = _config(name, ["data.dataroot=x", *plan.data_overrides()])
+        assert (cfg.data.version, cfg.data.train_split, cfg.data.val_split) == ("v1.0-trainval", "train", "val")
+    quick = DemoPlan.quick()  # the tests' mini world: its own splits, no overrides
+    assert quick.simulate_args()["version"] == "v1.0-mini" and quick.data_overrides() == [] and quick.val_split == "mini_val"
 
 
 def test_demo_refuses_a_world_of_other_parameters_in_one_line(tiny_world, tmp_path):
