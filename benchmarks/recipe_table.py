@@ -21,7 +21,7 @@ RARE = ("bus", "trailer", "construction_vehicle", "motorcycle", "bicycle")
 COMMON = ("car", "truck", "pedestrian", "traffic_cone", "barrier")
 # Two-sided 95 % Student-t quantiles by degrees of freedom (seeds - 1).
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-KEYS = ("mAP", "NDS", "mATE", *(f"AP/{c}" for c in RARE), "rare mean AP", *(f"AP/{c}" for c in COMMON))
+KEYS = ("mAP", "NDS", "mATE", "mASE", "mAOE", "mAVE", "mAAE", *(f"AP/{c}" for c in RARE), "rare mean AP", *(f"AP/{c}" for c in COMMON))
 
 
 def _runs(out: Path) -> dict[str, dict[int, dict]]:

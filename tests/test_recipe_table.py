@@ -22,7 +22,7 @@ def test_table_pairs_runs_by_seed(tmp_path):
         for seed in (0, 1):
             run = tmp_path / f"{name}_s{seed}"
             run.mkdir()
-            metrics = {"mAP": base + 0.01 * seed, "NDS": 0.4, "mATE": 0.5, **{f"AP/{c}": base for c in CLASSES}}
+            metrics = {"mAP": base + 0.01 * seed, "NDS": 0.4, "mATE": 0.5, "mASE": 0.3, "mAOE": 0.6, "mAVE": 1.0, "mAAE": 0.5, **{f"AP/{c}": base for c in CLASSES}}
             (run / "metrics.json").write_text(json.dumps(metrics))
     (tmp_path / "fusion_s0").mkdir()  # a run without metrics (unfinished) is left out
     text = _module().table(tmp_path)
