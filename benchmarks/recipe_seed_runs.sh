@@ -8,6 +8,9 @@
 #
 #   benchmarks/recipe_seed_runs.sh WORLD OUT [SEEDS] [--set k=v ...]
 #
+# Then (EQUAL_STEPS=0 skips it) the fusion teacher with today's recipe for 1440 steps: the staged
+# recipe's fusion run has had the LiDAR-only stage's 720 steps before its own 720.
+#
 # WORLD: a world with a long tail in its training split and every class in every val scene, e.g.
 #   bevsimdet simulate --out WORLD --version v1.0-trainval --scenes 28 --samples-per-scene 40 \
 #       --val-scenes 20 --val-samples-per-scene 10 --long-tail 0.25
@@ -36,4 +39,11 @@ for seed in $SEEDS; do
   train fusion demo_fusion.yaml "$seed"
   train fusion_recipe demo_fusion_recipe.yaml "$seed" --set train.init_from.path="$OUT/lidar_recipe_s$seed/checkpoints/latest.safetensors"
 done
+# The control for the staged start's extra training: the fusion run with today's recipe for as many
+# steps as the LiDAR-only and the fusion stage together (720 + 720), schedule stretched to match.
+if [ "${EQUAL_STEPS:-1}" = 1 ]; then
+  for seed in $SEEDS; do
+    train fusion_1440 demo_fusion.yaml "$seed" --set train.max_steps=1440
+  done
+fi
 $PY benchmarks/recipe_table.py "$OUT" --world "$WORLD"

@@ -2,8 +2,9 @@
 and the recipe's paired difference to today's recipe, seed by seed, for mAP, NDS, mATE and the AP
 of each class (the rare ones are where CBGS and GT-paste should show). The paired difference
 carries a 95 % t-interval over seeds (Student's t with seeds - 1 degrees of freedom: with 2 or 3
-seeds it is wide, and it says only what those seeds can). With ``--world``, the distinct objects
-per class of the world's train and val splits (the counts that bound what a rare-class AP can say).
+seeds it is wide, and it says only what those seeds can; a `*` marks one that excludes zero). With
+``--world``, the distinct objects per class of the world's train and val splits (the counts that
+bound what a rare-class AP can say).
 
     python benchmarks/recipe_table.py OUT [--world WORLD]
 """
@@ -16,7 +17,9 @@ import statistics
 import sys
 from pathlib import Path
 
-PAIRS = (("lidar", "lidar_recipe"), ("fusion", "fusion_recipe"))
+# (control, recipe): the recipe against today's recipe at the same steps, and the staged fusion
+# recipe (720 LiDAR-only + 720 fusion steps) against today's fusion recipe at 1440 steps.
+PAIRS = (("lidar", "lidar_recipe"), ("fusion", "fusion_recipe"), ("fusion_1440", "fusion_recipe"))
 RARE = ("bus", "trailer", "construction_vehicle", "motorcycle", "bicycle")
 COMMON = ("car", "truck", "pedestrian", "traffic_cone", "barrier")
 # Two-sided 95 % Student-t quantiles by degrees of freedom (seeds - 1).
@@ -48,7 +51,8 @@ def _interval(diffs: list[float]) -> str:
         return "-"
     half = T95[len(diffs) - 1] * statistics.stdev(diffs) / len(diffs) ** 0.5
     mean = statistics.fmean(diffs)
-    return f"[{mean - half:+.3f}, {mean + half:+.3f}]"
+    excludes_zero = mean - half > 0 or mean + half < 0
+    return f"[{mean - half:+.3f}, {mean + half:+.3f}]" + ("*" if excludes_zero else "")
 
 
 def object_counts(world: Path) -> str:
@@ -70,7 +74,7 @@ def table(out: Path) -> str:
     for base, recipe in PAIRS:
         a, b = runs.get(base, {}), runs.get(recipe, {})
         seeds = sorted(set(a) & set(b))
-        lines += [f"### {base}: today's recipe vs {recipe} (seeds {', '.join(map(str, seeds)) or 'none'})", "",
+        lines += [f"### {recipe} vs {base} (seeds {', '.join(map(str, seeds)) or 'none'})", "",
                   f"| metric | {base} | {recipe} | paired difference (mean; per seed) | 95 % t-interval |", "|---|---|---|---|---|"]
         for key in KEYS:
             diffs = [b[s][key] - a[s][key] for s in seeds]

@@ -26,10 +26,10 @@ def test_table_pairs_runs_by_seed(tmp_path):
             (run / "metrics.json").write_text(json.dumps(metrics))
     (tmp_path / "fusion_s0").mkdir()  # a run without metrics (unfinished) is left out
     text = _module().table(tmp_path)
-    assert "### lidar: today's recipe vs lidar_recipe (seeds 0, 1)" in text
-    assert "| mAP | 0.305 ± 0.007 | 0.355 ± 0.007 | +0.050 (+0.050, +0.050) | [+0.050, +0.050] |" in text
+    assert "### lidar_recipe vs lidar (seeds 0, 1)" in text
+    assert "| mAP | 0.305 ± 0.007 | 0.355 ± 0.007 | +0.050 (+0.050, +0.050) | [+0.050, +0.050]* |" in text
     assert "| rare mean AP | 0.300 ± 0.000 | 0.350 ± 0.000 | +0.050" in text
-    assert "### fusion: today's recipe vs fusion_recipe (seeds none)" in text and "| mAP | - | - | - | - |" in text
+    assert "### fusion_recipe vs fusion (seeds none)" in text and "| mAP | - | - | - | - |" in text
 
 
 def test_interval_is_students_t_over_seeds():
@@ -37,3 +37,4 @@ def test_interval_is_students_t_over_seeds():
     # mean 0.02, stdev 0.01, 3 seeds: half width 4.303 * 0.01 / sqrt(3) = 0.0248
     assert module._interval([0.01, 0.02, 0.03]) == "[-0.005, +0.045]"
     assert module._interval([0.01]) == "-"
+    assert module._interval([0.02, 0.03, 0.04]) == "[+0.005, +0.055]*"  # excludes zero
