@@ -175,9 +175,9 @@ def train_and_evaluate(spec: dict, progress: bool = False) -> dict[str, float]:
     cfg = _config(spec["config"], spec["overrides"])
     t0 = time.perf_counter()
     if cfg.model.type == "student":
-        ckpt = train_stage(run_dir, lambda r: run_distillation(cfg, lambda: teacher_config_from(spec["teacher"], cfg.distill.teacher_config), spec.get("teacher"), run_dir, resume=r, progress=progress, config_of=teacher_config_from), lambda m: None)
+        ckpt = train_stage(run_dir, lambda r: run_distillation(cfg, lambda: teacher_config_from(spec["teacher"], cfg.distill.teacher_config), spec.get("teacher"), run_dir, resume=r, progress=progress, config_of=teacher_config_from), lambda m: None, cfg)
     else:
-        ckpt = train_stage(run_dir, lambda r: run_training(cfg, run_dir, resume=r, progress=progress), lambda m: None)
+        ckpt = train_stage(run_dir, lambda r: run_training(cfg, run_dir, resume=r, progress=progress), lambda m: None, cfg)
     t1 = time.perf_counter()
     gt = load_gt(cfg.data.dataroot, cfg.data.version, cfg.data.val_split)
     preds = results_to_boxes(infer_results(cfg, ckpt, cfg.data.val_split, progress=progress), gt.sample_tokens)

@@ -210,14 +210,15 @@ def run_demo(
     student_cfg = _config("demo_student.yaml", [*common, *plan.student_overrides])
 
     log("[2/5] teacher: LiDAR + camera fusion")
-    teacher_ckpt = train_stage(out_dir / "teacher", lambda r: run_training(teacher_cfg, out_dir / "teacher", resume=r, progress=progress), log)
+    teacher_ckpt = train_stage(out_dir / "teacher", lambda r: run_training(teacher_cfg, out_dir / "teacher", resume=r, progress=progress), log, teacher_cfg)
     log("[3/5] baseline: camera-only BEVFusion-C")
-    camera_ckpt = train_stage(out_dir / "camera", lambda r: run_training(camera_cfg, out_dir / "camera", resume=r, progress=progress), log)
+    camera_ckpt = train_stage(out_dir / "camera", lambda r: run_training(camera_cfg, out_dir / "camera", resume=r, progress=progress), log, camera_cfg)
     log("[4/5] student: BEVSimDet distilled from the frozen teacher")
     student_ckpt = train_stage(
         out_dir / "student",
         lambda r: run_distillation(student_cfg, teacher_cfg, teacher_ckpt, out_dir / "student", resume=r, progress=progress),
         log,
+        student_cfg,
     )
 
     log(f"[5/5] evaluation on {plan.val_split}")

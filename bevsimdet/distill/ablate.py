@@ -83,9 +83,9 @@ def _run_one(cfg: Any, run_dir: Path, teacher: Path | None, progress: bool, log:
     from bevsimdet.io import atomic_write_json
 
     if cfg.model.type == "student":
-        ckpt = train_stage(run_dir, lambda r: run_distillation(cfg, lambda: teacher_config_from(teacher, cfg.distill.teacher_config), teacher, run_dir, resume=r, progress=progress, config_of=teacher_config_from), log)
+        ckpt = train_stage(run_dir, lambda r: run_distillation(cfg, lambda: teacher_config_from(teacher, cfg.distill.teacher_config), teacher, run_dir, resume=r, progress=progress, config_of=teacher_config_from), log, cfg)
     else:
-        ckpt = train_stage(run_dir, lambda r: run_training(cfg, run_dir, resume=r, progress=progress), log)
+        ckpt = train_stage(run_dir, lambda r: run_training(cfg, run_dir, resume=r, progress=progress), log, cfg)
     cached = run_dir / "eval.json"
     if cached.is_file():
         return json.loads(cached.read_text())

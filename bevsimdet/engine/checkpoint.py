@@ -109,11 +109,12 @@ def save_checkpoint(
 # loading
 
 
-def _config_diff(a: Any, b: Any, prefix: str) -> list[str]:
+def config_diff(a: Any, b: Any, prefix: str) -> list[str]:
+    """Dotted names of the leaves that differ between two plain configs (dicts compared key by key)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
         for k in sorted(set(a) | set(b)):
-            out += _config_diff(a.get(k), b.get(k), f"{prefix}.{k}")
+            out += config_diff(a.get(k), b.get(k), f"{prefix}.{k}")
         return out
     return [] if a == b else [prefix]
 
@@ -122,7 +123,7 @@ def check_config_compatible(stored: dict | None, current: dict, path: object, se
     """Raise if the config sections that shape the weights differ between checkpoint and run."""
     if not stored:
         return
-    diff = [k for s in sections for k in _config_diff(stored.get(s), current.get(s), s)]
+    diff = [k for s in sections for k in config_diff(stored.get(s), current.get(s), s)]
     if diff:
         raise CheckpointError(
             f"checkpoint {path} was trained with a different config: {_names(diff, 6)} {'differs' if len(diff) == 1 else 'differ'}",

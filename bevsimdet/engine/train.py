@@ -22,7 +22,7 @@ from torch import nn
 
 from bevsimdet.engine import dist
 from bevsimdet.engine.build import build_optimizer, build_scheduler
-from bevsimdet.engine.checkpoint import CheckpointError, CheckpointManager, check_config_compatible, read_checkpoint
+from bevsimdet.engine.checkpoint import CheckpointError, CheckpointManager, check_config_compatible, config_diff, read_checkpoint
 from bevsimdet.engine.config import InitFromConfig, TrainConfig
 from bevsimdet.engine.objective import DetectionObjective, Objective
 from bevsimdet.engine.precision import to_channels_last
@@ -88,12 +88,46 @@ def save_run_config(config: dict, path: Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
 
 
-def train_stage(run_dir: Path, train: Callable[[bool], Path], log: Callable[[str], None]) -> Path:
+# What makes a finished or half-finished run in a stage's folder the run the stage asks for: the
+# weights' shape, the world's splits, the schedule's length and the seed. Paths (dataroot, work
+# dir) may move; everything else about a reused run is the caller's to change.
+STAGE_KEYS = ("seed", "model", "data.version", "data.train_split", "data.val_split", "train.max_steps")
+
+
+def stage_config_diff(stored: dict, current: dict, keys: tuple[str, ...] = STAGE_KEYS) -> list[str]:
+    """Dotted names under ``keys`` whose values differ between two plain configs (leaves named)."""
+
+    def get(cfg: Any, dotted: str) -> Any:
+        for part in dotted.split("."):
+            cfg = cfg.get(part) if isinstance(cfg, dict) else None
+        return cfg
+
+    return [name for key in keys for name in config_diff(get(stored, key), get(current, key), key)]
+
+
+def train_stage(run_dir: Path, train: Callable[[bool], Path], log: Callable[[str], None], config: Any = None) -> Path:
     """Run ``train(resume)`` unless ``run_dir`` already holds a finished run (``DONE`` marker);
-    resumes a run that stopped part-way. The stages of ``demo`` and ``ablate`` use it."""
+    resumes a run that stopped part-way. The stages of ``demo``, ``ablate`` and ``claim`` use it.
+
+    With ``config`` (the run's config object), a run already in ``run_dir`` is reused or resumed
+    only if its ``config.yaml`` agrees on :data:`STAGE_KEYS`; otherwise a one-line error, so that an
+    older demo's folder is never reported as this one's result."""
     from bevsimdet.io import atomic_write_text
 
     done = run_dir / "DONE"
+    stored_path = run_dir / "config.yaml"
+    if config is not None and stored_path.is_file() and (done.is_file() or (run_dir / "checkpoints").is_dir()):
+        import yaml
+
+        from bevsimdet.errors import UserError
+        from bevsimdet.io import plain
+
+        stored = yaml.safe_load(stored_path.read_text()) or {}
+        diff = stage_config_diff(stored, plain(config))
+        if diff:
+            shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+            raise UserError(f"{run_dir} holds a run of another config ({shown} differ from this run's; see {stored_path})",
+                            fix=f"pass another output folder (--out), or delete {run_dir} to train it again")
     if done.is_file():
         ckpt = Path(done.read_text().strip())
         if ckpt.is_file():
