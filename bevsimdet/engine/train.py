@@ -121,12 +121,12 @@ def train_stage(run_dir: Path, train: Callable[[bool], Path], log: Callable[[str
 
         from bevsimdet.errors import UserError
         from bevsimdet.io import plain
+        from bevsimdet.weights import names
 
         stored = yaml.safe_load(stored_path.read_text()) or {}
         diff = stage_config_diff(stored, plain(config))
         if diff:
-            shown = ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
-            raise UserError(f"{run_dir} holds a run of another config ({shown} differ from this run's; see {stored_path})",
+            raise UserError(f"{run_dir} holds a run of another config ({names(diff)} differ from this run's; see {stored_path})",
                             fix=f"pass another output folder (--out), or delete {run_dir} to train it again")
     if done.is_file():
         ckpt = Path(done.read_text().strip())
