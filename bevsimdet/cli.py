@@ -173,6 +173,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:
+        # a training stopped by a signal inside demo / ablate / claim: its checkpoint is saved, so a
+        # line saying how to continue, not a traceback; no training module loaded, no such stop
+        train = sys.modules.get("bevsimdet.engine.train")
+        if train is None or not isinstance(e, train.TrainingInterrupted):
+            raise
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(128 + (e.signum or 15))
 
 
 if __name__ == "__main__":

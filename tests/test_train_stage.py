@@ -71,3 +71,18 @@ def test_stage_config_diff_names_leaves():
     a = {"seed": 1, "model": {"head": {"classes": 10}}, "data": {"version": "v1.0-mini", "dataroot": "/a"}, "train": {"max_steps": 720}}
     b = {"seed": 1, "model": {"head": {"classes": 5}}, "data": {"version": "v1.0-mini", "dataroot": "/b"}, "train": {"max_steps": 1440}}
     assert stage_config_diff(a, b) == ["model.head.classes", "train.max_steps"]
+
+
+def test_a_stopped_stage_says_to_run_the_same_command_again(tmp_path):
+    # demo / ablate / claim resume their stages themselves: the hint is theirs, not train's --resume
+    from bevsimdet.engine.train import TrainingInterrupted
+
+    def stopped(resume):
+        raise TrainingInterrupted("stopped by signal at step 3/10; ...; continue with --resume", 2, 3, 10, tmp_path / "c")
+
+    with pytest.raises(TrainingInterrupted) as err:
+        train_stage(tmp_path / "camera", stopped, lambda m: None, load_config(CONFIG, ["seed=1"]))
+    message = str(err.value)
+    assert "step 3/10" in message and str(tmp_path / "camera") in message
+    assert "run the same command again" in message and "--resume" not in message
+    assert err.value.signum == 2 and not (tmp_path / "camera" / "DONE").exists()

@@ -36,11 +36,17 @@ ObjectiveFactory = Callable[[Any, nn.Module], Objective]
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped early on SIGTERM/SIGINT after saving a checkpoint (``--resume`` continues)."""
+    """Training stopped early on SIGTERM/SIGINT after saving a checkpoint (``--resume`` continues).
 
-    def __init__(self, message: str, signum: int | None):
+    ``step`` / ``total`` and ``checkpoint`` let a caller that resumes on its own (:func:`train_stage`)
+    say how to continue in its own words."""
+
+    def __init__(self, message: str, signum: int | None, step: int = 0, total: int = 0, checkpoint: Path | None = None):
         super().__init__(message)
         self.signum = signum
+        self.step = step
+        self.total = total
+        self.checkpoint = checkpoint
 
 
 def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
@@ -136,7 +142,15 @@ def train_stage(run_dir: Path, train: Callable[[bool], Path], log: Callable[[str
     resume = (run_dir / "checkpoints" / "latest.safetensors").is_file()
     if resume:
         log(f"resuming {run_dir}")
-    ckpt = train(resume)
+    try:
+        ckpt = train(resume)
+    except TrainingInterrupted as e:
+        # the commands built on stages resume by themselves: "--resume" is not theirs to take
+        raise TrainingInterrupted(
+            f"stopped by signal at step {e.step}/{e.total} of {run_dir}; checkpoint saved; "
+            "run the same command again to continue (finished stages are reused, this one resumes)",
+            e.signum, e.step, e.total, e.checkpoint,
+        ) from None
     atomic_write_text(done, str(ckpt))
     return ckpt
 
@@ -234,7 +248,7 @@ def run_training(
     if result.interrupted:
         raise TrainingInterrupted(
             f"stopped by signal at step {trainer.step}/{steps}; checkpoint saved to {ckpts.latest}; continue with --resume",
-            trainer.stop_signal,
+            trainer.stop_signal, trainer.step, steps, ckpts.latest,
         )
     return ckpts.latest
 
