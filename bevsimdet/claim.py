@@ -16,6 +16,8 @@ Layout of ``OUT``::
         each: a training run, predictions.npz (val), eval.json (metrics), bootstrap.npz (replicates)
     world<S>/val_objects.json        distinct objects per class in val
     claim.json, claim.md             rewritten after every finished run (a cut-short run still reports)
+    world<S>/<row>_x<F>/seed<k>, claim_x<F>.{json,md}
+                                     the same with --row-steps-scale F (longer rows beside the default ones)
 
 Resumable: a run with ``eval.json`` is reused, an interrupted one continues from its checkpoint.
 ``--jobs N`` runs N trainings at once as subprocesses (``python -m bevsimdet.claim TASK.json``),
@@ -69,6 +71,15 @@ class ClaimPlan:
     sweeps: int = 9
     steps_scale: float = 1.0  # every training's steps (teacher, warm start, rows) times this
     bootstrap: int = 1000  # bootstrap replicates
+    # the rows' own schedule on top of steps_scale (teacher and warm start keep theirs): a longer
+    # student at equal compute (the equal-compute baseline gets teacher + the longer student steps)
+    row_steps_scale: float = 1.0
+
+    @property
+    def suffix(self) -> str:
+        """Appended to the row folders and the report's file names when the rows' schedule is not
+        the default, so that longer rows sit beside the default ones and share the world's teacher."""
+        return "" if self.row_steps_scale == 1 else f"_x{self.row_steps_scale:g}"
 
     @staticmethod
     def quick(steps_scale: float = 0.005) -> "ClaimPlan":
@@ -268,7 +279,7 @@ def plan_tasks(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, *
     from bevsimdet.distill.run import needs_teacher
 
     teacher_steps = _scaled(_config(TEACHER_CONFIG).train.max_steps, plan.steps_scale)
-    student_steps = _scaled(_config("demo_student.yaml").train.max_steps, plan.steps_scale)
+    student_steps = _scaled(_config("demo_student.yaml").train.max_steps, plan.steps_scale * plan.row_steps_scale)
     steps = {"student": student_steps, "teacher+student": teacher_steps + student_steps}
     row_configs: dict[str, Any] = {}  # what each row needs of the teacher does not depend on the world
     tasks: list[Task] = []
@@ -292,7 +303,7 @@ def plan_tasks(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, *
             teacher_ckpt = str(w.dir / "teacher" / "checkpoints" / "latest.safetensors")
             warm_ckpt = str(w.dir / "warm_start_model" / "checkpoints" / "latest.safetensors")
             for row in rows:
-                run = w.dir / row.name / f"seed{seed}"
+                run = w.dir / (row.name + plan.suffix) / f"seed{seed}"
                 extra = _run_overrides(w, seed, steps[row.steps], device, overrides)
                 deps = [f"world{w.seed}/simulate"]
                 spec: dict[str, Any] = dict(config=row.config, work_dir=str(run), overrides=extra, world_seed=w.seed,
@@ -304,7 +315,7 @@ def plan_tasks(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, *
                 if cfg.model.type == "student" and needs_teacher(cfg):
                     spec["teacher"] = teacher_ckpt
                     deps.append(f"world{w.seed}/teacher")
-                tasks.append(Task(f"world{w.seed}/{row.name}/seed{seed}", "train", spec, tuple(deps), str(run / "eval.json")))
+                tasks.append(Task(f"world{w.seed}/{row.name}{plan.suffix}/seed{seed}", "train", spec, tuple(deps), str(run / "eval.json")))
     return tasks
 
 
@@ -468,7 +479,7 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
                     entry[key] = load_json(w.dir / key / "eval.json")
             for row in rows:
                 for seed in seeds:
-                    run = w.dir / row.name / f"seed{seed}"
+                    run = w.dir / (row.name + plan.suffix) / f"seed{seed}"
                     if (run / "eval.json").is_file():
                         replicates[row.name].setdefault(w.seed, []).append(run_replicates(run, data))
         report["worlds"].append(entry)
@@ -476,7 +487,7 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
         runs = []
         for w in worlds:
             for seed in seeds:
-                path = w.dir / row.name / f"seed{seed}" / "eval.json"
+                path = w.dir / (row.name + plan.suffix) / f"seed{seed}" / "eval.json"
                 if path.is_file():
                     runs.append({"world": w.seed, "seed": seed, "metrics": load_json(path)})
         stats = {}
@@ -523,7 +534,9 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         f"Worlds (seeds) {', '.join(map(str, p['worlds']))}, training seeds {', '.join(map(str, p['seeds']))}; "
         f"train {plan['train_scenes']} scenes x {plan['samples_per_scene']} keyframes, val {plan['val_scenes']} scenes x "
-        f"{plan['val_samples_per_scene']} keyframes; steps x {plan['steps_scale']:g}. "
+        f"{plan['val_samples_per_scene']} keyframes; steps x {plan['steps_scale']:g}"
+        + (f", the rows' steps x {plan.get('row_steps_scale', 1):g} more (teacher and warm start not)" if plan.get("row_steps_scale", 1) != 1 else "")
+        + ". "
         f"{report['finished_runs']} of {report['expected_runs']} runs finished" + ("." if report["complete"] else " (incomplete: re-run the same command to continue)."),
         "",
         "## Rows (mean ± std over every run of every world)",
@@ -566,8 +579,8 @@ def write_report(out: Path, worlds: Sequence[World], seeds: Sequence[int], plan:
     from bevsimdet.io import atomic_write_json, atomic_write_text
 
     report = collect(worlds, seeds, plan, rows)
-    atomic_write_json(out / "claim.json", report, indent=1)
-    atomic_write_text(out / "claim.md", render_report(report))
+    atomic_write_json(out / f"claim{plan.suffix}.json", report, indent=1)
+    atomic_write_text(out / f"claim{plan.suffix}.md", render_report(report))
     return report
 
 
@@ -577,8 +590,8 @@ def run_claim(out: Path, *, worlds: int = 3, seeds: int = 3, world_seed: int = D
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or continue) the whole claim (or the ``rows`` named) and write ``claim.json`` /
     ``claim.md``; returns the report."""
-    if worlds < 1 or seeds < 1 or jobs < 1 or plan.steps_scale <= 0 or plan.bootstrap < 10:
-        raise UserError("claim needs --worlds >= 1, --seeds >= 1, --jobs >= 1, --steps-scale > 0 and --bootstrap >= 10",
+    if worlds < 1 or seeds < 1 or jobs < 1 or plan.steps_scale <= 0 or plan.row_steps_scale <= 0 or plan.bootstrap < 10:
+        raise UserError("claim needs --worlds >= 1, --seeds >= 1, --jobs >= 1, --steps-scale > 0, --row-steps-scale > 0 and --bootstrap >= 10",
                         fix="fix the arguments")
     row_list = select_rows(rows)
     out = Path(out)
@@ -621,6 +634,8 @@ def register(app: typer.Typer) -> None:
         jobs: int = typer.Option(1, "--jobs", help="Trainings at once, as subprocesses (a GPU machine: 8-16; 1 on 2 CPU cores)."),
         threads: int = typer.Option(0, "--threads", help="Torch threads per job (0: cores / jobs)."),
         steps_scale: float = typer.Option(1.0, "--steps-scale", help="Multiply every training's steps (teacher, warm start, rows)."),
+        row_steps_scale: float = typer.Option(1.0, "--row-steps-scale", help="Multiply the rows' steps only (a longer student at equal compute; "
+                                              "folders <row>_x<F>, report claim_x<F>.md; the world, teacher and warm start are shared)."),
         bootstrap: int = typer.Option(None, "--bootstrap", help="Bootstrap replicates of the intervals (default 1000; --quick 200)."),
         data_dir: Path = typer.Option(None, "--data-dir", help="Where the worlds are written (default OUT/worlds)."),
         rows: list[str] = typer.Option([], "--row", help="Only these rows (repeatable; default all: " + ", ".join(r.name for r in ROWS) + ")."),
@@ -630,6 +645,7 @@ def register(app: typer.Typer) -> None:
         """Student vs controls over worlds x seeds, with paired bootstrap intervals (docs/claim.md)."""
         progress = configure_progress(progress)
         plan = ClaimPlan.quick(0.005 * steps_scale) if quick else ClaimPlan(steps_scale=steps_scale)
+        plan = replace(plan, row_steps_scale=row_steps_scale)
         if bootstrap is not None:
             plan = replace(plan, bootstrap=bootstrap)
         run_claim(out, worlds=worlds, seeds=seeds, world_seed=world_seed, plan=plan, device=device, jobs=jobs,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,22 @@ def test_plan_gives_every_row_its_schedule_and_what_it_needs(tmp_path):
     assert _override(half["world7/baseline/seed0"].spec, "train.max_steps") == "300"
     with pytest.raises(UserError, match="unknown claim row"):
         select_rows(["nope"])
+
+
+def test_longer_rows_keep_equal_compute_and_sit_beside_the_default_rows(tmp_path):
+    worlds = _worlds(tmp_path, tmp_path / "data", 7, 1)
+    rows = select_rows(["baseline_equal_compute", STUDENT])
+    tasks = {t.key: t for t in plan_tasks(worlds, [0], ClaimPlan(row_steps_scale=2.2), rows=rows)}
+    # the world and its teacher are the default claim's: no second teacher is trained
+    assert set(tasks) == {"world7/simulate", "world7/teacher", "world7/baseline_equal_compute_x2.2/seed0", f"world7/{STUDENT}_x2.2/seed0"}
+    assert _override(tasks["world7/teacher"].spec, "train.max_steps") == "720"
+    assert _override(tasks[f"world7/{STUDENT}_x2.2/seed0"].spec, "train.max_steps") == "1320"
+    # equal compute still: the baseline gets the teacher's steps plus the longer student's
+    assert _override(tasks["world7/baseline_equal_compute_x2.2/seed0"].spec, "train.max_steps") == str(720 + 1320)
+    assert tasks[f"world7/{STUDENT}_x2.2/seed0"].spec["work_dir"] == str(tmp_path / "world7" / f"{STUDENT}_x2.2" / "seed0")
+    assert ClaimPlan().suffix == "" and ClaimPlan(row_steps_scale=0.5).suffix == "_x0.5"
+    with pytest.raises(UserError, match="--row-steps-scale > 0"):
+        run_claim(tmp_path, plan=ClaimPlan(row_steps_scale=0), log=lambda m: None)
 
 
 def test_instances_count_objects_not_boxes():
@@ -168,6 +185,14 @@ def test_claim_writes_rows_intervals_and_objects_and_resumes(tmp_path, monkeypat
     calls.clear()  # resumable: everything is reused, the report is the same
     again = run_claim(tmp_path, worlds=1, seeds=2, world_seed=3, plan=TINY, data_dir=tiny_worlds, log=lambda m: None)
     assert calls == [] and again["differences"] == report["differences"]
+
+    # longer rows beside these: the world's teacher is reused, the default report is left alone
+    longer = replace(TINY, row_steps_scale=2)
+    run_claim(tmp_path, worlds=1, seeds=1, world_seed=3, plan=longer, rows=["baseline", STUDENT], data_dir=tiny_worlds, log=lambda m: None)
+    assert [Path(c["work_dir"]).parent.name for c in calls] == ["baseline_x2", f"{STUDENT}_x2"]
+    assert json.loads((tmp_path / "claim.json").read_text())["differences"] == report["differences"]
+    assert "the rows' steps x 2 more" in (tmp_path / "claim_x2.md").read_text()
+    assert json.loads((tmp_path / "claim_x2.json").read_text())["complete"]
 
 
 @pytest.mark.slow
