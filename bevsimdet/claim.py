@@ -251,6 +251,11 @@ class World:
     dir: Path
 
 
+def _run_dir(world: World, row: Row, seed: int, plan: ClaimPlan) -> Path:
+    """A row's run folder for one training seed: ``world<S>/<row>[_x<F>]/seed<k>``."""
+    return world.dir / (row.name + plan.suffix) / f"seed{seed}"
+
+
 def _worlds(out: Path, data_dir: Path, first: int, count: int) -> list[World]:
     return [World(first + i, data_dir / f"world{first + i}", out / f"world{first + i}") for i in range(count)]
 
@@ -303,7 +308,7 @@ def plan_tasks(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, *
             teacher_ckpt = str(w.dir / "teacher" / "checkpoints" / "latest.safetensors")
             warm_ckpt = str(w.dir / "warm_start_model" / "checkpoints" / "latest.safetensors")
             for row in rows:
-                run = w.dir / (row.name + plan.suffix) / f"seed{seed}"
+                run = _run_dir(w, row, seed, plan)
                 extra = _run_overrides(w, seed, steps[row.steps], device, overrides)
                 deps = [f"world{w.seed}/simulate"]
                 spec: dict[str, Any] = dict(config=row.config, work_dir=str(run), overrides=extra, world_seed=w.seed,
@@ -479,7 +484,7 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
                     entry[key] = load_json(w.dir / key / "eval.json")
             for row in rows:
                 for seed in seeds:
-                    run = w.dir / (row.name + plan.suffix) / f"seed{seed}"
+                    run = _run_dir(w, row, seed, plan)
                     if (run / "eval.json").is_file():
                         replicates[row.name].setdefault(w.seed, []).append(run_replicates(run, data))
         report["worlds"].append(entry)
@@ -487,7 +492,7 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
         runs = []
         for w in worlds:
             for seed in seeds:
-                path = w.dir / (row.name + plan.suffix) / f"seed{seed}" / "eval.json"
+                path = _run_dir(w, row, seed, plan) / "eval.json"
                 if path.is_file():
                     runs.append({"world": w.seed, "seed": seed, "metrics": load_json(path)})
         stats = {}
@@ -529,13 +534,14 @@ def render_report(report: dict[str, Any]) -> str:
 
     p = report["protocol"]
     plan = p["plan"]
+    row_scale = plan.get("row_steps_scale", 1)  # absent in reports written before the option
     lines = [
         "# bevsimdet claim",
         "",
         f"Worlds (seeds) {', '.join(map(str, p['worlds']))}, training seeds {', '.join(map(str, p['seeds']))}; "
         f"train {plan['train_scenes']} scenes x {plan['samples_per_scene']} keyframes, val {plan['val_scenes']} scenes x "
         f"{plan['val_samples_per_scene']} keyframes; steps x {plan['steps_scale']:g}"
-        + (f", the rows' steps x {plan.get('row_steps_scale', 1):g} more (teacher and warm start not)" if plan.get("row_steps_scale", 1) != 1 else "")
+        + (f", the rows' steps x {row_scale:g} more (teacher and warm start not)" if row_scale != 1 else "")
         + ". "
         f"{report['finished_runs']} of {report['expected_runs']} runs finished" + ("." if report["complete"] else " (incomplete: re-run the same command to continue)."),
         "",

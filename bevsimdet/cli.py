@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         if train is None or not isinstance(e, train.TrainingInterrupted):
             raise
         print(f"stopped: {e}", file=sys.stderr)
-        sys.exit(128 + (e.signum or 15))
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ def run_to_completion(train: Callable[[], Path]) -> None:
     except TrainingInterrupted as e:
         if dist.is_main():
             typer.echo(str(e), err=True)
-        raise typer.Exit(128 + (e.signum or 15)) from None
+        raise typer.Exit(e.exit_code) from None
     finally:
         dist.destroy_distributed()
 

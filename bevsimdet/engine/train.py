@@ -48,6 +48,11 @@ class TrainingInterrupted(Exception):
         self.total = total
         self.checkpoint = checkpoint
 
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by the signal: 128 + its number (SIGTERM if unknown)."""
+        return 128 + (self.signum or 15)
+
 
 def total_steps(train: TrainConfig, batches_per_epoch: int) -> int:
     """Optimizer steps of the whole run: ``max_steps``, or ``epochs`` worth of accumulated batches."""
@@ -147,7 +152,7 @@ def train_stage(run_dir: Path, train: Callable[[bool], Path], log: Callable[[str
     except TrainingInterrupted as e:
         # the commands built on stages resume by themselves: "--resume" is not theirs to take
         raise TrainingInterrupted(
-            f"stopped by signal at step {e.step}/{e.total} of {run_dir}; checkpoint saved; "
+            f"stopped by signal at step {e.step}/{e.total} of {run_dir}; checkpoint saved to {e.checkpoint}; "
             "run the same command again to continue (finished stages are reused, this one resumes)",
             e.signum, e.step, e.total, e.checkpoint,
         ) from None
