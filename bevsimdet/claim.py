@@ -459,11 +459,56 @@ def run_replicates(run_dir: Path, data: WorldData) -> dict[str, Any]:
     return out
 
 
+def _difference(control: str, metric: str, ci: Any, worlds: list[int], runs: list[int]) -> dict[str, Any]:
+    return {"control": control, "metric": metric, "estimate": ci.estimate, "low": ci.low, "high": ci.high,
+            "excludes_zero": ci.excludes_zero(), "worlds": worlds, "runs": runs}
+
+
+# The decision rule (issue 22, docs/results.md): the student beats both controls in mAP and mATE
+# with intervals that exclude zero, and its NDS is not lower (the NDS interval reaches zero or above).
+DECIDING_CONTROLS = ("baseline_equal_compute", "warm_start")
+
+
+def _passes(ds: dict[str, dict]) -> list[str]:
+    """What a control's differences (metric -> difference) fail of the rule; empty: it passes."""
+    fails = []
+    if not ds["mAP"]["low"] > 0:
+        fails.append("mAP interval does not exclude zero" if ds["mAP"]["high"] > 0 else "mAP lower")
+    if not ds["mATE"]["high"] < 0:
+        fails.append("mATE interval does not exclude zero" if ds["mATE"]["low"] < 0 else "mATE higher")
+    if ds["NDS"]["high"] < 0:
+        fails.append("NDS lower")
+    return fails
+
+
+def decide(differences: Sequence[dict], between: Sequence[dict] = ()) -> dict[str, Any]:
+    """The decision rule applied to the pooled intervals (val scenes and runs resampled, worlds
+    fixed), control by control; ``verdict`` is ``shown``, ``not shown`` or ``undecided`` (a
+    deciding control has no difference yet). ``across_worlds`` applies the same rule to the
+    between-world intervals (worlds as a sample): whether it would hold on a new world."""
+
+    def by_control(ds: Sequence[dict]) -> dict[str, dict[str, dict]]:
+        out: dict[str, dict[str, dict]] = {}
+        for d in ds:
+            out.setdefault(d["control"], {})[d["metric"]] = d
+        return out
+
+    pooled, worlds = by_control(differences), by_control(between)
+    controls = {c: (_passes(pooled[c]) if c in pooled else None) for c in DECIDING_CONTROLS}
+    if any(f is None for f in controls.values()):
+        verdict = "undecided"
+    else:
+        verdict = "shown" if not any(controls.values()) else "not shown"
+    across = {c: _passes(worlds[c]) for c in DECIDING_CONTROLS if c in worlds}
+    return {"verdict": verdict, "fails": controls,
+            "across_worlds": None if len(across) < len(DECIDING_CONTROLS) else not any(across.values()), "fails_across_worlds": across}
+
+
 def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows: Sequence[Row] = ROWS) -> dict[str, Any]:
     """Everything finished so far, as the JSON-able content of ``claim.json``."""
     import numpy as np
 
-    from bevsimdet.eval.bootstrap import paired_difference
+    from bevsimdet.eval.bootstrap import between_worlds, paired_difference
     from bevsimdet.io import load_json
 
     report: dict[str, Any] = {
@@ -502,6 +547,7 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
                 stats[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
         report["rows"].append({"name": row.name, "config": row.config, "question": row.question, "runs": runs, "summary": stats})
     student = replicates.get(STUDENT, {})
+    report["per_world"], report["between_worlds"] = [], []
     for i, row in enumerate(rows):
         if row.name == STUDENT:
             continue
@@ -509,13 +555,19 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
         if not common:
             continue
         for j, k in enumerate(CI_KEYS):
-            a = [np.stack([r[k] for r in student[s]]) for s in common]
-            b = [np.stack([r[k] for r in replicates[row.name][s]]) for s in common]
-            ci = paired_difference(a, b, np.random.default_rng([plan.bootstrap, i, j]))
-            report["differences"].append({
-                "control": row.name, "metric": k, "estimate": ci.estimate, "low": ci.low, "high": ci.high,
-                "excludes_zero": ci.excludes_zero(), "worlds": common,
-                "runs": [sum(len(student[s]) for s in common), sum(len(replicates[row.name][s]) for s in common)]})
+            a = {s: np.stack([r[k] for r in student[s]]) for s in common}
+            b = {s: np.stack([r[k] for r in replicates[row.name][s]]) for s in common}
+            ci = paired_difference(list(a.values()), list(b.values()), np.random.default_rng([plan.bootstrap, i, j]))
+            report["differences"].append(_difference(row.name, k, ci, common, [sum(len(student[s]) for s in common),
+                                                                             sum(len(replicates[row.name][s]) for s in common)]))
+            # each world alone, with the generator a one-world claim would use: the same interval
+            per_world = [_difference(row.name, k, paired_difference([a[s]], [b[s]], np.random.default_rng([plan.bootstrap, i, j])), [s],
+                                     [len(student[s]), len(replicates[row.name][s])]) for s in common]
+            report["per_world"] += per_world
+            if len(common) >= 2:
+                report["between_worlds"].append(_difference(row.name, k, between_worlds([d["estimate"] for d in per_world]), common,
+                                                            report["differences"][-1]["runs"]))
+    report["decision"] = decide(report["differences"], report["between_worlds"])
     expected = len(worlds) * len(seeds) * len(rows)
     report["finished_runs"] = sum(len(r["runs"]) for r in report["rows"])
     report["complete"] = report["finished_runs"] == expected
@@ -525,6 +577,35 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
 
 def _pm(s: dict | None, digits: int = 3) -> str:
     return "-" if not s else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+def _difference_rows(differences: Sequence[dict], by_world: bool = False) -> list[str]:
+    """Table rows of differences, a row per control (and world): each CI_KEY's estimate [low, high]."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for d in differences:
+        key = (d["control"], d["worlds"][0]) if by_world else (d["control"],)
+        groups.setdefault(key, {})[d["metric"]] = d
+    lines = []
+    for key, ds in groups.items():
+        cells = [f"{ds[k]['estimate']:+.3f} [{ds[k]['low']:+.3f}, {ds[k]['high']:+.3f}]{'*' if ds[k]['excludes_zero'] else ''}"
+                 if k in ds else "-" for k in CI_KEYS]
+        runs = next(iter(ds.values()))["runs"]
+        lines.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells) + f" | {runs[0]} / {runs[1]} |")
+    return lines
+
+
+def _decision_text(decision: dict[str, Any]) -> str:
+    rule = ("The student must beat " + " and ".join(DECIDING_CONTROLS) + " in mAP and mATE with intervals that exclude zero, "
+            "and its NDS must not be lower (interval reaching zero or above).")
+    if decision["verdict"] == "undecided":
+        missing = [c for c, f in decision["fails"].items() if f is None]
+        return f"{rule} **Undecided**: no difference for {', '.join(missing)} yet (run those rows)."
+    why = "; ".join(f"{c}: {', '.join(f)}" for c, f in decision["fails"].items() if f)
+    text = f"{rule} Pooled intervals (worlds fixed): **{decision['verdict']}**" + (f" ({why})." if why else ".")
+    if decision["across_worlds"] is not None:
+        why = "; ".join(f"{c}: {', '.join(f)}" for c, f in decision["fails_across_worlds"].items() if f)
+        text += (" Over worlds as a sample: " + ("the rule holds too." if decision["across_worlds"] else f"it does not hold ({why})."))
+    return text
 
 
 def render_report(report: dict[str, Any]) -> str:
@@ -557,14 +638,20 @@ def render_report(report: dict[str, Any]) -> str:
               "`*`: the interval excludes zero.", "",
               "| control | " + " | ".join(f"Δ{k} [95 % CI]" for k in CI_KEYS) + " | runs (student / control) |",
               "|" + "---|" * (2 + len(CI_KEYS))]
-    by_control: dict[str, dict[str, dict]] = {}
-    for d in report["differences"]:
-        by_control.setdefault(d["control"], {})[d["metric"]] = d
-    for control, ds in by_control.items():
-        cells = [f"{ds[k]['estimate']:+.3f} [{ds[k]['low']:+.3f}, {ds[k]['high']:+.3f}]{'*' if ds[k]['excludes_zero'] else ''}"
-                 if k in ds else "-" for k in CI_KEYS]
-        runs = next(iter(ds.values()))["runs"]
-        lines.append(f"| {control} | " + " | ".join(cells) + f" | {runs[0]} / {runs[1]} |")
+    lines += _difference_rows(report["differences"])
+    decision = report.get("decision")  # absent in reports written before the rule was coded
+    if decision:
+        lines += ["", "## Decision rule", "", _decision_text(decision)]
+    if len(report["protocol"]["worlds"]) > 1 and report.get("per_world"):
+        lines += ["", "## Each world alone (the same bootstrap, one world)", "",
+                  "| control | world | " + " | ".join(f"Δ{k} [95 % CI]" for k in CI_KEYS) + " | runs (student / control) |",
+                  "|" + "---|" * (3 + len(CI_KEYS))]
+        lines += _difference_rows(report["per_world"], by_world=True)
+    if report.get("between_worlds"):
+        lines += ["", "## Over worlds as a sample (mean of the per-world differences, 95 % Student-t interval, worlds - 1 degrees of freedom)", "",
+                  "| control | " + " | ".join(f"Δ{k} [95 % CI]" for k in CI_KEYS) + " | runs (student / control) |",
+                  "|" + "---|" * (2 + len(CI_KEYS))]
+        lines += _difference_rows(report["between_worlds"])
     lines += ["", "## AP per class (mean over runs)", "", "| row | " + " | ".join(DETECTION_NAMES) + " |", "|" + "---|" * (1 + len(DETECTION_NAMES))]
     for r in report["rows"]:
         if r["runs"]:
@@ -659,7 +746,8 @@ def register(app: typer.Typer) -> None:
                   log=lambda m: typer.echo(m, err=True))
 
 
-__all__ = ["run_claim", "ClaimPlan", "ROWS", "Row", "select_rows", "plan_tasks", "run_tasks", "collect", "render_report", "train_and_evaluate",
+__all__ = ["run_claim", "ClaimPlan", "ROWS", "Row", "select_rows", "plan_tasks", "run_tasks", "collect", "decide", "DECIDING_CONTROLS", "render_report",
+           "train_and_evaluate",
            "save_predictions", "load_predictions", "world_counts"]
 
 

@@ -14,8 +14,11 @@ from bevsimdet.claim import (
     ROWS,
     STUDENT,
     VERSION,
+    DECIDING_CONTROLS,
     ClaimPlan,
     _worlds,
+    decide,
+    render_report,
     load_predictions,
     plan_tasks,
     run_claim,
@@ -177,8 +180,14 @@ def test_claim_writes_rows_intervals_and_objects_and_resumes(tmp_path, monkeypat
         # the student's boxes are 10x closer: it wins mATE by an interval that excludes zero
         assert d["low"] <= d["estimate"] <= d["high"] < 0 and d["excludes_zero"]
         assert diffs[(control, "mAP")]["estimate"] > 0
+    # one world: its own interval is the pooled one; no interval over worlds
+    assert [{**d, "worlds": None} for d in on_disk["per_world"]] == [{**d, "worlds": None} for d in on_disk["differences"]]
+    assert on_disk["between_worlds"] == []
+    # the fake student wins mAP and mATE against every control; the verdict follows the intervals
+    assert on_disk["decision"]["verdict"] == decide(on_disk["differences"])["verdict"]
+    assert on_disk["decision"]["across_worlds"] is None
     md = (tmp_path / "claim.md").read_text()
-    assert "baseline_equal_compute" in md and "Δ" + "mAP" in md and "distinct val objects" in md
+    assert "baseline_equal_compute" in md and "Δ" + "mAP" in md and "distinct val objects" in md and "## Decision rule" in md
     for r in ROWS:
         assert r.question in md
 
@@ -246,3 +255,43 @@ def test_val_scenes_take_official_val_names_after_the_train_scenes():
         scene_names("v1.0-mini", 10, val_scenes=2)
     with pytest.raises(UserError, match="--val-scenes 6 of --scenes 5"):
         scene_names("v1.0-trainval", 5, val_scenes=6)
+
+
+def _diffs(control: str, mAP: tuple, NDS: tuple, mATE: tuple) -> list[dict]:
+    return [{"control": control, "metric": k, "estimate": (lo + hi) / 2, "low": lo, "high": hi}
+            for k, (lo, hi) in (("mAP", mAP), ("NDS", NDS), ("mATE", mATE))]
+
+
+def test_the_decision_rule_needs_both_controls_beaten_in_map_and_mate_and_nds_not_lower():
+    good = dict(mAP=(0.01, 0.03), NDS=(-0.02, 0.01), mATE=(-0.1, -0.02))  # NDS level: allowed
+    both = [d for c in DECIDING_CONTROLS for d in _diffs(c, **good)]
+    assert decide(both)["verdict"] == "shown"
+    assert decide(both + _diffs("init_only", mAP=(-1, -0.5), NDS=(-1, -0.5), mATE=(1, 2)))["verdict"] == "shown"  # other rows: no say
+    for bad, why in ((dict(good, mAP=(-0.001, 0.03)), "mAP interval does not exclude zero"), (dict(good, mATE=(0.01, 0.1)), "mATE higher"),
+                     (dict(good, NDS=(-0.03, -0.001)), "NDS lower")):
+        d = decide(_diffs(DECIDING_CONTROLS[0], **good) + _diffs(DECIDING_CONTROLS[1], **bad))
+        assert d["verdict"] == "not shown" and d["fails"] == {DECIDING_CONTROLS[0]: [], DECIDING_CONTROLS[1]: [why]}
+    assert decide(_diffs(DECIDING_CONTROLS[0], **good))["verdict"] == "undecided"  # a control not run yet
+    # over worlds as a sample: the same rule on the between-world intervals
+    wide = [d for c in DECIDING_CONTROLS for d in _diffs(c, **dict(good, mAP=(-0.02, 0.05)))]
+    assert decide(both, wide)["across_worlds"] is False and decide(both, both)["across_worlds"] is True
+
+
+def test_the_report_shows_each_world_the_spread_between_worlds_and_the_verdict():
+    from bevsimdet.eval.bootstrap import between_worlds
+
+    rule = dict(mAP=(0.01, 0.03), NDS=(-0.02, 0.01), mATE=(-0.1, -0.02))
+    per_world = [{**d, "worlds": [w], "runs": [3, 3], "excludes_zero": d["low"] > 0 or d["high"] < 0}
+                 for w in (101, 102, 103) for c in DECIDING_CONTROLS for d in _diffs(c, **rule)]
+    pooled = [{**d, "worlds": [101, 102, 103], "runs": [9, 9]} for d in per_world[:6]]
+    spread = [{**d, "worlds": [101, 102, 103], "runs": [9, 9], "low": ci.low, "high": ci.high, "excludes_zero": ci.excludes_zero()}
+              for d in pooled for ci in [between_worlds([d["estimate"], d["estimate"] + 0.05, d["estimate"] - 0.05])]]
+    report = {"protocol": {"worlds": [101, 102, 103], "seeds": [0, 1, 2], "plan": {**vars(ClaimPlan())}, "interval": "bootstrap"},
+              "finished_runs": 27, "expected_runs": 27, "complete": True, "rows": [], "worlds": [],
+              "differences": pooled, "per_world": per_world, "between_worlds": spread, "decision": decide(pooled, spread)}
+    md = render_report(report)
+    assert "Pooled intervals (worlds fixed): **shown**" in md and "Over worlds as a sample: it does not hold" in md
+    assert "| baseline_equal_compute | 102 | +0.020 [+0.010, +0.030]*" in md
+    assert md.count("| warm_start |") == 5 and md.count("| warm_start | 10") == 3  # pooled, 3 worlds, between
+    del report["decision"], report["per_world"], report["between_worlds"]  # a report written before these existed
+    assert "## Decision rule" not in render_report(report)

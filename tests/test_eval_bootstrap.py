@@ -101,3 +101,14 @@ def test_paired_difference_rejects_mismatched_inputs():
         paired_difference([np.zeros((2, 3))], [], np.random.default_rng())
     with pytest.raises(ValueError):
         paired_difference([np.zeros((2, 3))], [np.zeros((2, 4))], np.random.default_rng())
+
+
+def test_between_worlds_is_the_student_t_interval_of_the_world_estimates():
+    from bevsimdet.eval.bootstrap import between_worlds
+
+    ci = between_worlds([1.0, 2.0, 3.0])  # mean 2, sd 1, t(0.975, 2 df) = 4.3027
+    assert ci.estimate == pytest.approx(2.0)
+    assert (ci.low, ci.high) == pytest.approx((2 - 4.3027 / np.sqrt(3), 2 + 4.3027 / np.sqrt(3)), abs=1e-4)
+    assert between_worlds([0.5, 0.5]).low == pytest.approx(0.5)  # no spread between worlds, no width
+    with pytest.raises(ValueError):
+        between_worlds([0.1])
