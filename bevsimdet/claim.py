@@ -594,6 +594,21 @@ def _difference_rows(differences: Sequence[dict], by_world: bool = False) -> lis
     return lines
 
 
+def _nds_part_rows(rows: Sequence[dict]) -> list[str]:
+    """What each metric adds to NDS, mean over a row's runs: an error >= 1 adds nothing, so NDS is
+    blind to a gain in mATE above 1 m or in mAVE above 1 m/s."""
+    from bevsimdet.eval.metrics import TP_SUMMARY, nds_parts
+
+    lines = ["", "## NDS by part (mean over runs): 0.5 mAP and 0.1 max(0, 1 - error) for each TP error; they sum to NDS", "",
+             "| row | mAP | " + " | ".join(TP_SUMMARY) + " | NDS |", "|" + "---|" * (3 + len(TP_SUMMARY))]
+    for r in rows:
+        if r["runs"]:
+            parts = [nds_parts(run["metrics"]) for run in r["runs"]]
+            lines.append(f"| {r['name']} | " + " | ".join(f"{statistics.fmean(p[k] for p in parts):.3f}" for k in parts[0])
+                         + f" | {statistics.fmean(run['metrics']['NDS'] for run in r['runs']):.3f} |")
+    return lines
+
+
 def _decision_text(decision: dict[str, Any]) -> str:
     rule = ("The student must beat " + " and ".join(DECIDING_CONTROLS) + " in mAP and mATE with intervals that exclude zero, "
             "and its NDS must not be lower (interval reaching zero or above).")
@@ -633,6 +648,7 @@ def render_report(report: dict[str, Any]) -> str:
     ]
     for r in report["rows"]:
         lines.append(f"| {r['name']} | {r['question']} | {len(r['runs'])} | " + " | ".join(_pm(r["summary"].get(k)) for k in KEYS) + " |")
+    lines += _nds_part_rows(report["rows"])
     lines += ["", f"## Student ({STUDENT}) minus each control, {p['interval']}", "",
               "mAP and NDS: higher is better; mATE: lower is better (a negative difference favours the student). "
               "`*`: the interval excludes zero.", "",

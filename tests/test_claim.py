@@ -173,6 +173,9 @@ def test_claim_writes_rows_intervals_and_objects_and_resumes(tmp_path, monkeypat
     rows = {r["name"]: r for r in on_disk["rows"]}
     assert list(rows) == [r.name for r in ROWS] and all(len(r["runs"]) == 2 and r["question"] for r in rows.values())
     assert all("AP/car" in run["metrics"] for r in rows.values() for run in r["runs"])
+    from bevsimdet.eval.metrics import nds_parts  # the report's NDS parts add up to each run's NDS
+
+    assert all(sum(nds_parts(run["metrics"]).values()) == pytest.approx(run["metrics"]["NDS"]) for r in rows.values() for run in r["runs"])
     diffs = {(d["control"], d["metric"]): d for d in on_disk["differences"]}
     assert set(diffs) == {(r.name, k) for r in ROWS if r.name != STUDENT for k in ("mAP", "NDS", "mATE")}
     for control in ("baseline", "warm_start"):
@@ -187,7 +190,7 @@ def test_claim_writes_rows_intervals_and_objects_and_resumes(tmp_path, monkeypat
     assert on_disk["decision"]["verdict"] == decide(on_disk["differences"])["verdict"]
     assert on_disk["decision"]["across_worlds"] is None
     md = (tmp_path / "claim.md").read_text()
-    assert "baseline_equal_compute" in md and "Δ" + "mAP" in md and "distinct val objects" in md and "## Decision rule" in md
+    assert "baseline_equal_compute" in md and "Δ" + "mAP" in md and "distinct val objects" in md and "## Decision rule" in md and "## NDS by part" in md
     for r in ROWS:
         assert r.question in md
 

@@ -195,3 +195,12 @@ def test_out_of_range_predictions_are_ignored():
     m = evaluate(res, gt)  # the 45 m pedestrian is beyond the 40 m range, not a false positive
     assert m.label_aps["pedestrian"][0.5] == pytest.approx(1.0)
     assert_same_as_devkit(res, gt)
+
+
+def test_nds_parts_sum_to_nds_and_errors_of_one_or_more_add_nothing():
+    from bevsimdet.eval.metrics import nds_parts
+
+    summary = {"mAP": 0.3, "mATE": 0.5, "mASE": 0.2, "mAOE": 1.3, "mAVE": float("nan"), "mAAE": 0.1}
+    parts = nds_parts(summary)
+    assert parts == pytest.approx({"mAP": 0.15, "mATE": 0.05, "mASE": 0.08, "mAOE": 0.0, "mAVE": 0.0, "mAAE": 0.09})
+    assert sum(parts.values()) == pytest.approx(0.37)  # (5 x 0.3 + 0.5 + 0.8 + 0 + 0 + 0.9) / 10

@@ -153,6 +153,18 @@ class DetectionMetrics:
         return {f"{c}:{th}": curve.serialize() for (c, th), curve in self.curves.items()}
 
 
+def nds_parts(summary: dict[str, float], mean_ap_weight: int = MetricConfig.mean_ap_weight) -> dict[str, float]:
+    """NDS split into what each summary metric adds: ``mAP`` -> w·mAP / (w + 5), each TP error ->
+    max(0, 1 - error) / (w + 5); they sum to NDS. An error of 1 or more (mATE >= 1 m, mAVE >= 1 m/s)
+    adds nothing, so NDS cannot see a gain made above that: a report shows the parts."""
+    den = float(mean_ap_weight + len(TP_SUMMARY))
+    parts = {"mAP": mean_ap_weight * summary["mAP"] / den}
+    for key in TP_SUMMARY:
+        err = summary[key]
+        parts[key] = 0.0 if math.isnan(err) else max(0.0, 1.0 - err) / den
+    return parts
+
+
 def evaluate(
     results: Mapping[str, list[dict]] | BoxSet,
     gt: GroundTruth,
