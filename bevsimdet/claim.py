@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -74,12 +75,17 @@ class ClaimPlan:
     # the rows' own schedule on top of steps_scale (teacher and warm start keep theirs): a longer
     # student at equal compute (the equal-compute baseline gets teacher + the longer student steps)
     row_steps_scale: float = 1.0
+    # a variant of the rows (``--tag``, ``--row-set``): settings for the rows only (teacher and warm
+    # start keep theirs), in folders named after the tag beside the default rows
+    tag: str = ""
+    row_overrides: tuple[str, ...] = ()
 
     @property
     def suffix(self) -> str:
-        """Appended to the row folders and the report's file names when the rows' schedule is not
-        the default, so that longer rows sit beside the default ones and share the world's teacher."""
-        return "" if self.row_steps_scale == 1 else f"_x{self.row_steps_scale:g}"
+        """Appended to the row folders and the report's file names when the rows are a variant (a
+        tag, a longer schedule), so that they sit beside the default ones and share the world's
+        teacher: ``_<tag>``, then ``_x<F>``."""
+        return (f"_{self.tag}" if self.tag else "") + ("" if self.row_steps_scale == 1 else f"_x{self.row_steps_scale:g}")
 
     @staticmethod
     def quick(steps_scale: float = 0.005) -> "ClaimPlan":
@@ -198,7 +204,7 @@ def train_and_evaluate(spec: dict, progress: bool = False) -> dict[str, float]:
     if "world_seed" in spec:  # the bootstrap replicates here, where the jobs share them out
         run_replicates(run_dir, WorldData(World(spec["world_seed"], Path(cfg.data.dataroot), run_dir), spec["replicates"]))
     summary = {**metrics, "train_s": round(t1 - t0, 1), "eval_s": round(t2 - t1, 1), "bootstrap_s": round(time.perf_counter() - t2, 1),
-               "steps": cfg.train.max_steps, "seed": cfg.seed}
+               "steps": cfg.train.max_steps, "seed": cfg.seed, **({"settings": spec["settings"]} if "settings" in spec else {})}
     atomic_write_json(run_dir / "eval.json", summary, indent=1)  # last: marks the run finished
     return summary
 
@@ -266,6 +272,27 @@ def _run_overrides(world: World, seed: int, steps: int, device: str, extra: Sequ
             f"train.device={device}", *extra]
 
 
+def _settings(config: str, steps: int, seed: int, overrides: Sequence[str]) -> dict[str, Any]:
+    """What makes a finished run reusable (kept in its eval.json): its config, steps, seed and the
+    user's settings; not the device or the paths, which may change between calls."""
+    return {"config": config, "steps": steps, "seed": seed, "set": list(overrides)}
+
+
+def check_reuse(tasks: Sequence[Task]) -> None:
+    """Refuse to reuse a finished run made with other settings (another --set, --row-set, steps):
+    the report would mix them silently. Runs from before settings were kept are not checked."""
+    from bevsimdet.io import load_json
+
+    for task in tasks:
+        if task.kind != "train" or not task.done() or "settings" not in task.spec:
+            continue
+        had = load_json(Path(task.done_file)).get("settings")
+        if had is not None and had != task.spec["settings"]:
+            diff = ", ".join(f"{k} {had.get(k)!r} -> {v!r}" for k, v in task.spec["settings"].items() if had.get(k) != v)
+            raise UserError(f"{Path(task.done_file).parent} was trained with other settings ({diff})",
+                            fix="use another --out, the options it was run with, or --tag NAME to put rows with new settings beside it")
+
+
 def select_rows(names: Sequence[str] | None) -> tuple[Row, ...]:
     """The rows named (all of :data:`ROWS` for ``None`` or empty), in table order."""
     if not names:
@@ -301,7 +328,8 @@ def plan_tasks(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, *
                 continue
             run = w.dir / key
             tasks.append(Task(f"world{w.seed}/{key}", "train", dict(
-                config=config, work_dir=str(run), overrides=_run_overrides(w, w.seed, teacher_steps, device, overrides)),
+                config=config, work_dir=str(run), overrides=_run_overrides(w, w.seed, teacher_steps, device, overrides),
+                settings=_settings(config, teacher_steps, w.seed, overrides)),
                 deps=sim, done_file=str(run / "eval.json")))
     for seed in seeds:
         for w in worlds:
@@ -309,10 +337,11 @@ def plan_tasks(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, *
             warm_ckpt = str(w.dir / "warm_start_model" / "checkpoints" / "latest.safetensors")
             for row in rows:
                 run = _run_dir(w, row, seed, plan)
-                extra = _run_overrides(w, seed, steps[row.steps], device, overrides)
+                extra = _run_overrides(w, seed, steps[row.steps], device, [*overrides, *plan.row_overrides])
                 deps = [f"world{w.seed}/simulate"]
                 spec: dict[str, Any] = dict(config=row.config, work_dir=str(run), overrides=extra, world_seed=w.seed,
-                                            replicates=plan.bootstrap)
+                                            replicates=plan.bootstrap,
+                                            settings=_settings(row.config, steps[row.steps], seed, [*overrides, *plan.row_overrides]))
                 if row.warm_start:
                     extra.append(f"distill.init_checkpoint={warm_ckpt}")
                     deps.append(f"world{w.seed}/warm_start_model")
@@ -638,6 +667,8 @@ def render_report(report: dict[str, Any]) -> str:
         f"train {plan['train_scenes']} scenes x {plan['samples_per_scene']} keyframes, val {plan['val_scenes']} scenes x "
         f"{plan['val_samples_per_scene']} keyframes; steps x {plan['steps_scale']:g}"
         + (f", the rows' steps x {row_scale:g} more (teacher and warm start not)" if row_scale != 1 else "")
+        + (f"; variant `{plan['tag']}`" if plan.get("tag") else "")
+        + (f", the rows only with {' '.join('`--row-set ' + o + '`' for o in plan['row_overrides'])}" if plan.get("row_overrides") else "")
         + ". "
         f"{report['finished_runs']} of {report['expected_runs']} runs finished" + ("." if report["complete"] else " (incomplete: re-run the same command to continue)."),
         "",
@@ -702,6 +733,8 @@ def run_claim(out: Path, *, worlds: int = 3, seeds: int = 3, world_seed: int = D
     if worlds < 1 or seeds < 1 or jobs < 1 or plan.steps_scale <= 0 or plan.row_steps_scale <= 0 or plan.bootstrap < 10:
         raise UserError("claim needs --worlds >= 1, --seeds >= 1, --jobs >= 1, --steps-scale > 0, --row-steps-scale > 0 and --bootstrap >= 10",
                         fix="fix the arguments")
+    if plan.tag and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", plan.tag):
+        raise UserError(f"claim --tag {plan.tag!r} is not a folder-name word", fix="use letters, digits, '.' and '-', e.g. --tag vel-smoothl1")
     row_list = select_rows(rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -713,6 +746,7 @@ def run_claim(out: Path, *, worlds: int = 3, seeds: int = 3, world_seed: int = D
     sim_workers = max(1, cores // min(jobs, worlds))
     tasks = plan_tasks(world_list, seed_list, plan, device=device, overrides=overrides, sim_workers=sim_workers,
                        rows=row_list)
+    check_reuse(tasks)
     log(f"claim: {len(world_list)} worlds x {len(seed_list)} seeds x {len(row_list)} rows, {sum(not t.done() for t in tasks)} of "
         f"{len(tasks)} tasks to run, {jobs} at once ({threads} threads each) -> {out}")
 
@@ -749,12 +783,16 @@ def register(app: typer.Typer) -> None:
         data_dir: Path = typer.Option(None, "--data-dir", help="Where the worlds are written (default OUT/worlds)."),
         rows: list[str] = typer.Option([], "--row", help="Only these rows (repeatable; default all: " + ", ".join(r.name for r in ROWS) + ")."),
         set_: list[str] = set_option("train.batch_size=8", scope=" in every training"),
+        row_set: list[str] = typer.Option([], "--row-set", help="KEY=VALUE for the rows only, not the teacher or the warm start "
+                                          "(repeatable; with --tag, e.g. --tag vel --row-set model.head.velocity_beta=2)."),
+        tag: str = typer.Option("", "--tag", help="Name of a variant of the rows: folders <row>_<tag>, report claim_<tag>.md; "
+                                "the world, teacher and warm start are shared."),
         progress: bool | None = progress_option(),
     ) -> None:
         """Student vs controls over worlds x seeds, with paired bootstrap intervals (docs/claim.md)."""
         progress = configure_progress(progress)
         plan = ClaimPlan.quick(0.005 * steps_scale) if quick else ClaimPlan(steps_scale=steps_scale)
-        plan = replace(plan, row_steps_scale=row_steps_scale)
+        plan = replace(plan, row_steps_scale=row_steps_scale, tag=tag, row_overrides=tuple(row_set))
         if bootstrap is not None:
             plan = replace(plan, bootstrap=bootstrap)
         run_claim(out, worlds=worlds, seeds=seeds, world_seed=world_seed, plan=plan, device=device, jobs=jobs,
@@ -764,7 +802,7 @@ def register(app: typer.Typer) -> None:
 
 __all__ = ["run_claim", "ClaimPlan", "ROWS", "Row", "select_rows", "plan_tasks", "run_tasks", "collect", "decide", "DECIDING_CONTROLS", "render_report",
            "train_and_evaluate",
-           "save_predictions", "load_predictions", "world_counts"]
+           "check_reuse", "save_predictions", "load_predictions", "world_counts"]
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ def test_longer_rows_keep_equal_compute_and_sit_beside_the_default_rows(tmp_path
     assert _override(tasks["world7/baseline_equal_compute_x2.2/seed0"].spec, "train.max_steps") == str(720 + 1320)
     assert tasks[f"world7/{STUDENT}_x2.2/seed0"].spec["work_dir"] == str(tmp_path / "world7" / f"{STUDENT}_x2.2" / "seed0")
     assert ClaimPlan().suffix == "" and ClaimPlan(row_steps_scale=0.5).suffix == "_x0.5"
+    assert ClaimPlan(tag="vel", row_steps_scale=2).suffix == "_vel_x2"
     with pytest.raises(UserError, match="--row-steps-scale > 0"):
         run_claim(tmp_path, plan=ClaimPlan(row_steps_scale=0), log=lambda m: None)
 
@@ -243,7 +244,12 @@ def test_quick_claim_end_to_end_with_subprocess_jobs(tmp_path):
     assert {d["metric"] for d in report["differences"]} == {"mAP", "NDS", "mATE"}
     run = tmp_path / "world101" / STUDENT / "seed0"
     assert (run / "predictions.npz").is_file() and (run / "bootstrap.npz").is_file() and (run / "task.log").is_file()
-    assert json.loads((run / "eval.json").read_text())["steps"] == 3
+    finished = json.loads((run / "eval.json").read_text())
+    assert finished["steps"] == 3 and finished["settings"] == {"config": "ablations/full.yaml", "steps": 3, "seed": 0, "set": []}
+    # the same output with a setting changed: refused in one line before anything trains
+    again = CliRunner().invoke(app, ["claim", "--quick", "--worlds", "1", "--seeds", "1", "--out", str(tmp_path), "--row", "baseline",
+                                     "--set", "train.lr=0.002", "--no-progress"])
+    assert again.exit_code != 0 and "trained with other settings" in again.output
 
 
 def test_val_scenes_take_official_val_names_after_the_train_scenes():
@@ -298,3 +304,37 @@ def test_the_report_shows_each_world_the_spread_between_worlds_and_the_verdict()
     assert md.count("| warm_start |") == 5 and md.count("| warm_start | 10") == 3  # pooled, 3 worlds, between
     del report["decision"], report["per_world"], report["between_worlds"]  # a report written before these existed
     assert "## Decision rule" not in render_report(report)
+
+
+def test_a_tagged_variant_sets_the_rows_only_and_sits_beside_the_default_rows(tmp_path):
+    worlds = _worlds(tmp_path, tmp_path / "data", 7, 1)
+    plan = ClaimPlan(tag="vel", row_overrides=("model.head.velocity_beta=2.0",))
+    tasks = {t.key: t for t in plan_tasks(worlds, [0], plan, rows=select_rows(["baseline_equal_compute", STUDENT]))}
+    assert set(tasks) == {"world7/simulate", "world7/teacher", "world7/baseline_equal_compute_vel/seed0", f"world7/{STUDENT}_vel/seed0"}
+    assert "model.head.velocity_beta=2.0" not in tasks["world7/teacher"].spec["overrides"]
+    for key in ("world7/baseline_equal_compute_vel/seed0", f"world7/{STUDENT}_vel/seed0"):
+        assert tasks[key].spec["overrides"][-1] == "model.head.velocity_beta=2.0"
+        assert tasks[key].spec["settings"]["set"] == ["model.head.velocity_beta=2.0"]
+    with pytest.raises(UserError, match="--tag"):
+        run_claim(tmp_path, plan=ClaimPlan(tag="a/b"), log=lambda m: None)
+    with pytest.raises(UserError, match="nope"):  # a bad key is named before anything runs
+        plan_tasks(worlds, [0], ClaimPlan(row_overrides=("model.nope=1",)), rows=select_rows([STUDENT]))
+
+
+def test_a_finished_run_is_not_reused_with_other_settings(tmp_path):
+    from bevsimdet.claim import check_reuse
+    from bevsimdet.io import atomic_write_json
+
+    worlds = _worlds(tmp_path, tmp_path / "data", 7, 1)
+    rows = select_rows(["baseline"])
+    tasks = plan_tasks(worlds, [0], ClaimPlan(), rows=rows, overrides=["train.lr=0.001"])
+    run = next(t for t in tasks if t.key == "world7/baseline/seed0")
+    atomic_write_json(Path(run.done_file), {"mAP": 0.1, "settings": run.spec["settings"]})
+    check_reuse(tasks)  # the same settings: reused
+    other = plan_tasks(worlds, [0], ClaimPlan(), rows=rows, overrides=["train.lr=0.002"])
+    with pytest.raises(UserError, match=r"baseline/seed0 was trained with other settings \(set .*0.001.*0.002") as e:
+        check_reuse(other)
+    assert "--tag" in e.value.fix
+    check_reuse(plan_tasks(worlds, [0], ClaimPlan(), rows=rows, overrides=["train.lr=0.001"], device="cpu"))  # the device may change
+    atomic_write_json(Path(run.done_file), {"mAP": 0.1})  # a run from before settings were kept: not checked
+    check_reuse(other)
