@@ -13,7 +13,8 @@ Layout of ``OUT``::
 
     worlds/world<S>/                 the simulated world of seed S (unless --data-dir)
     world<S>/teacher, world<S>/warm_start_model, world<S>/<row>/seed<k>
-        each: a training run, predictions.npz (val), eval.json (metrics), bootstrap.npz (replicates)
+        each: a training run, predictions.npz (val), eval.json (metrics), bootstrap.npz (replicates),
+        near.json (metrics with every class range capped at 15 / 30 m)
     world<S>/val_objects.json        distinct objects per class in val
     claim.json, claim.md             rewritten after every finished run (a cut-short run still reports)
     world<S>/<row>_x<F>/seed<k>, claim_x<F>.{json,md}
@@ -488,6 +489,32 @@ def run_replicates(run_dir: Path, data: WorldData) -> dict[str, Any]:
     return out
 
 
+NEAR_RANGES = (15.0, 30.0)  # metres: every class range capped, to see where a difference comes from
+
+
+def near_metrics(run_dir: Path, data: WorldData) -> dict[str, dict[str, float]]:
+    """mAP, NDS and mATE of a run with every class range capped at each of :data:`NEAR_RANGES`
+    (the near objects only), keyed by the cap; cached in ``near.json``."""
+    from bevsimdet.eval.bootstrap import summary_of
+    from bevsimdet.eval.metrics import MetricConfig, evaluate
+    from bevsimdet.io import atomic_write_json, load_json
+
+    path = run_dir / "near.json"
+    stamp = {"caps": list(NEAR_RANGES), "samples": len(data.gt.sample_tokens)}
+    if path.is_file():
+        cached = load_json(path)
+        if cached.get("stamp") == stamp:
+            return cached["metrics"]
+    preds = load_predictions(run_dir / "predictions.npz", data.gt.sample_tokens)
+    out = {}
+    for cap in NEAR_RANGES:
+        gt = data.gt.within(cap)
+        summary = summary_of(evaluate(preds, gt, config=MetricConfig(class_range=dict(gt.class_range))))
+        out[f"{cap:g}"] = {k: summary[k] for k in CI_KEYS}
+    atomic_write_json(path, {"stamp": stamp, "metrics": out}, indent=1)
+    return out
+
+
 def _difference(control: str, metric: str, ci: Any, worlds: list[int], runs: list[int]) -> dict[str, Any]:
     return {"control": control, "metric": metric, "estimate": ci.estimate, "low": ci.low, "high": ci.high,
             "excludes_zero": ci.excludes_zero(), "worlds": worlds, "runs": runs}
@@ -547,6 +574,7 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
         "worlds": [], "rows": [], "differences": [],
     }
     replicates: dict[str, dict[int, list[dict]]] = {r.name: {} for r in rows}
+    near: dict[tuple[str, int, int], dict] = {}
     for w in worlds:
         entry: dict[str, Any] = {"seed": w.seed, "dataroot": str(w.dataroot)}
         if (w.dir / "WORLD_DONE").is_file():
@@ -561,6 +589,7 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
                     run = _run_dir(w, row, seed, plan)
                     if (run / "eval.json").is_file():
                         replicates[row.name].setdefault(w.seed, []).append(run_replicates(run, data))
+                        near[(row.name, w.seed, seed)] = near_metrics(run, data)
         report["worlds"].append(entry)
     for row in rows:
         runs = []
@@ -568,7 +597,7 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
             for seed in seeds:
                 path = _run_dir(w, row, seed, plan) / "eval.json"
                 if path.is_file():
-                    runs.append({"world": w.seed, "seed": seed, "metrics": load_json(path)})
+                    runs.append({"world": w.seed, "seed": seed, "metrics": load_json(path), "near": near.get((row.name, w.seed, seed), {})})
         stats = {}
         for k in KEYS:
             vals = [r["metrics"][k] for r in runs]
@@ -638,6 +667,21 @@ def _nds_part_rows(rows: Sequence[dict]) -> list[str]:
     return lines
 
 
+def _near_rows(rows: Sequence[dict]) -> list[str]:
+    """Means over runs of mAP / mATE with every class range capped (NEAR_RANGES): where a gain is."""
+    caps = [f"{c:g}" for c in NEAR_RANGES]
+    if not any(run.get("near") for r in rows for run in r["runs"]):
+        return []  # a report written before these were computed
+    lines = ["", "## Near objects: every class range capped (mean over runs; the full ranges are the rows table's)", "",
+             "| row | " + " | ".join(f"mAP <= {c} m | mATE <= {c} m" for c in caps) + " |", "|" + "---|" * (1 + 2 * len(caps))]
+    for r in rows:
+        runs = [run["near"] for run in r["runs"] if run.get("near")]
+        if runs:
+            lines.append(f"| {r['name']} | " + " | ".join(f"{statistics.fmean(n[c]['mAP'] for n in runs):.3f} | "
+                                                          f"{statistics.fmean(n[c]['mATE'] for n in runs):.3f}" for c in caps) + " |")
+    return lines
+
+
 def _decision_text(decision: dict[str, Any]) -> str:
     rule = ("The student must beat " + " and ".join(DECIDING_CONTROLS) + " in mAP and mATE with intervals that exclude zero, "
             "and its NDS must not be lower (interval reaching zero or above).")
@@ -699,6 +743,7 @@ def render_report(report: dict[str, Any]) -> str:
                   "| control | " + " | ".join(f"Δ{k} [95 % CI]" for k in CI_KEYS) + " | runs (student / control) |",
                   "|" + "---|" * (2 + len(CI_KEYS))]
         lines += _difference_rows(report["between_worlds"])
+    lines += _near_rows(report["rows"])
     lines += ["", "## AP per class (mean over runs)", "", "| row | " + " | ".join(DETECTION_NAMES) + " |", "|" + "---|" * (1 + len(DETECTION_NAMES))]
     for r in report["rows"]:
         if r["runs"]:
@@ -802,7 +847,7 @@ def register(app: typer.Typer) -> None:
 
 __all__ = ["run_claim", "ClaimPlan", "ROWS", "Row", "select_rows", "plan_tasks", "run_tasks", "collect", "decide", "DECIDING_CONTROLS", "render_report",
            "train_and_evaluate",
-           "check_reuse", "save_predictions", "load_predictions", "world_counts"]
+           "check_reuse", "near_metrics", "NEAR_RANGES", "save_predictions", "load_predictions", "world_counts"]
 
 
 if __name__ == "__main__":

@@ -177,6 +177,18 @@ def test_claim_writes_rows_intervals_and_objects_and_resumes(tmp_path, monkeypat
     from bevsimdet.eval.metrics import nds_parts  # the report's NDS parts add up to each run's NDS
 
     assert all(sum(nds_parts(run["metrics"]).values()) == pytest.approx(run["metrics"]["NDS"]) for r in rows.values() for run in r["runs"])
+    # the near objects' metrics: one evaluation per cap, against the GT within the cap
+    from bevsimdet.claim import NEAR_RANGES, WorldData, load_predictions, near_metrics
+    from bevsimdet.eval.metrics import MetricConfig, evaluate
+
+    run = rows[STUDENT]["runs"][0]
+    assert set(run["near"]) == {f"{c:g}" for c in NEAR_RANGES}
+    data = WorldData(_worlds(tmp_path, tiny_worlds, 3, 1)[0], 30)
+    run_dir = tmp_path / "world3" / STUDENT / "seed0"
+    near = data.gt.within(NEAR_RANGES[0])
+    direct = evaluate(load_predictions(run_dir / "predictions.npz", data.gt.sample_tokens), near, config=MetricConfig(class_range=dict(near.class_range)))
+    assert run["near"][f"{NEAR_RANGES[0]:g}"]["mAP"] == pytest.approx(direct.mean_ap)
+    assert near_metrics(run_dir, data) == run["near"]  # from near.json
     diffs = {(d["control"], d["metric"]): d for d in on_disk["differences"]}
     assert set(diffs) == {(r.name, k) for r in ROWS if r.name != STUDENT for k in ("mAP", "NDS", "mATE")}
     for control in ("baseline", "warm_start"):
@@ -191,7 +203,7 @@ def test_claim_writes_rows_intervals_and_objects_and_resumes(tmp_path, monkeypat
     assert on_disk["decision"]["verdict"] == decide(on_disk["differences"])["verdict"]
     assert on_disk["decision"]["across_worlds"] is None
     md = (tmp_path / "claim.md").read_text()
-    assert "baseline_equal_compute" in md and "Δ" + "mAP" in md and "distinct val objects" in md and "## Decision rule" in md and "## NDS by part" in md
+    assert "baseline_equal_compute" in md and "Δ" + "mAP" in md and "distinct val objects" in md and "## Decision rule" in md and "## NDS by part" in md and "## Near objects" in md
     for r in ROWS:
         assert r.question in md
 

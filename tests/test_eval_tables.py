@@ -126,6 +126,18 @@ def test_custom_class_range_is_not_cached(world, tmp_path, monkeypatch):
     assert dict(gt.class_range) == narrow and not list(tmp_path.glob("*.npz"))
 
 
+@pytest.mark.parametrize("cap", [15.0, 30.0])
+def test_within_a_range_equals_loading_with_the_capped_ranges(world, cap):
+    from bevsimdet.eval.gt import CVPR_2019_CLASS_RANGE
+
+    full = load_gt(world, VERSION, "mini_val", cache=False)
+    capped = {k: min(v, cap) for k, v in CVPR_2019_CLASS_RANGE.items()}
+    near = full.within(cap)
+    assert_same_gt(near, load_gt(world, VERSION, "mini_val", class_range=capped))
+    assert dict(near.class_range) == capped and 0 < len(near.boxes) < len(full.boxes)
+    assert full.within(100.0) is full  # no class range is narrower: the same object
+
+
 def test_bad_tables_one_line_errors(world, tmp_path):
     import shutil
 

@@ -108,6 +108,16 @@ class GroundTruth:
         boxes, racks = (BoxSet(**{f: arrays[f"{prefix}.{f}"] for f in _ARRAY_FIELDS}) for prefix in ("boxes", "racks"))
         return cls(tuple(arrays["sample_tokens"].tolist()), arrays["ego_translation"], boxes, racks, version=version, split=split)
 
+    def within(self, max_range: float) -> "GroundTruth":
+        """The same split with every class range capped at ``max_range`` metres (e.g. the near
+        objects only): the GT filtered again, without reading the tables. Equal to
+        :func:`load_gt` with the capped ranges, since the filters only ever remove boxes."""
+        capped = {k: min(float(v), max_range) for k, v in self.class_range.items()}
+        if capped == {k: float(v) for k, v in self.class_range.items()}:
+            return self
+        return GroundTruth(self.sample_tokens, self.ego_translation, filter_boxes(self.boxes, self.ego_translation, self.racks, capped),
+                           self.racks, capped, self.version, self.split)
+
     @classmethod
     def from_unfiltered(
         cls,
