@@ -338,11 +338,12 @@ def plan_tasks(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, *
             warm_ckpt = str(w.dir / "warm_start_model" / "checkpoints" / "latest.safetensors")
             for row in rows:
                 run = _run_dir(w, row, seed, plan)
-                extra = _run_overrides(w, seed, steps[row.steps], device, [*overrides, *plan.row_overrides])
+                row_set = [*overrides, *plan.row_overrides]
+                extra = _run_overrides(w, seed, steps[row.steps], device, row_set)
                 deps = [f"world{w.seed}/simulate"]
                 spec: dict[str, Any] = dict(config=row.config, work_dir=str(run), overrides=extra, world_seed=w.seed,
                                             replicates=plan.bootstrap,
-                                            settings=_settings(row.config, steps[row.steps], seed, [*overrides, *plan.row_overrides]))
+                                            settings=_settings(row.config, steps[row.steps], seed, row_set))
                 if row.warm_start:
                     extra.append(f"distill.init_checkpoint={warm_ckpt}")
                     deps.append(f"world{w.seed}/warm_start_model")
@@ -520,6 +521,15 @@ def _difference(control: str, metric: str, ci: Any, worlds: list[int], runs: lis
             "excludes_zero": ci.excludes_zero(), "worlds": worlds, "runs": runs}
 
 
+def _by_control(differences: Sequence[dict], by_world: bool = False) -> dict[tuple, dict[str, dict]]:
+    """(control,) or (control, world) -> metric -> difference, in the order first seen."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for d in differences:
+        key = (d["control"], d["worlds"][0]) if by_world else (d["control"],)
+        groups.setdefault(key, {})[d["metric"]] = d
+    return groups
+
+
 # The decision rule (issue 22, docs/results.md): the student beats both controls in mAP and mATE
 # with intervals that exclude zero, and its NDS is not lower (the NDS interval reaches zero or above).
 DECIDING_CONTROLS = ("baseline_equal_compute", "warm_start")
@@ -543,13 +553,8 @@ def decide(differences: Sequence[dict], between: Sequence[dict] = ()) -> dict[st
     deciding control has no difference yet). ``across_worlds`` applies the same rule to the
     between-world intervals (worlds as a sample): whether it would hold on a new world."""
 
-    def by_control(ds: Sequence[dict]) -> dict[str, dict[str, dict]]:
-        out: dict[str, dict[str, dict]] = {}
-        for d in ds:
-            out.setdefault(d["control"], {})[d["metric"]] = d
-        return out
-
-    pooled, worlds = by_control(differences), by_control(between)
+    pooled = {key[0]: ds for key, ds in _by_control(differences).items()}
+    worlds = {key[0]: ds for key, ds in _by_control(between).items()}
     controls = {c: (_passes(pooled[c]) if c in pooled else None) for c in DECIDING_CONTROLS}
     if any(f is None for f in controls.values()):
         verdict = "undecided"
@@ -639,12 +644,8 @@ def _pm(s: dict | None, digits: int = 3) -> str:
 
 def _difference_rows(differences: Sequence[dict], by_world: bool = False) -> list[str]:
     """Table rows of differences, a row per control (and world): each CI_KEY's estimate [low, high]."""
-    groups: dict[tuple, dict[str, dict]] = {}
-    for d in differences:
-        key = (d["control"], d["worlds"][0]) if by_world else (d["control"],)
-        groups.setdefault(key, {})[d["metric"]] = d
     lines = []
-    for key, ds in groups.items():
+    for key, ds in _by_control(differences, by_world).items():
         cells = [f"{ds[k]['estimate']:+.3f} [{ds[k]['low']:+.3f}, {ds[k]['high']:+.3f}]{'*' if ds[k]['excludes_zero'] else ''}"
                  if k in ds else "-" for k in CI_KEYS]
         runs = next(iter(ds.values()))["runs"]
