@@ -331,3 +331,69 @@ def test_depth_object_weight_reweights_cells_on_objects():
     assert term(0.0) == pytest.approx(depth_bce(d, bins).item(), rel=1e-6)
     assert term(4.0) == pytest.approx(depth_bce(d, bins, 1.0 + 4.0 * on_object.float()).item(), rel=1e-6)
     assert term(4.0) != pytest.approx(term(0.0), rel=1e-3)
+
+
+def test_range_weight_is_one_plus_gain_times_cell_distance():
+    from bevsimdet.distill.masks import RANGE_REFERENCE, range_weight
+
+    shape = (6, 4)
+    w = range_weight(RANGE, shape, 2.0)
+    xmin, ymin, xmax, ymax = RANGE
+    assert w.shape == (1, 1, *shape)
+    for iy in range(shape[0]):
+        for ix in range(shape[1]):
+            x = xmin + (ix + 0.5) * (xmax - xmin) / shape[1]
+            y = ymin + (iy + 0.5) * (ymax - ymin) / shape[0]
+            assert float(w[0, 0, iy, ix]) == pytest.approx(1.0 + 2.0 * (x * x + y * y) ** 0.5 / RANGE_REFERENCE, rel=1e-6)
+
+
+def test_mask_range_weight_weights_cmd_by_the_cell_distance():
+    """CMD with a range weight is the plain formula under mask x range weight (normalised by the
+    weighted mask's mass); 0 leaves the term as it was."""
+    from bevsimdet.distill.masks import range_weight
+
+    s, t, batch = _outputs()
+    normalize = {"imd": "elements", "cmd": "mask", "mmd_f": "elements", "mmd_p_cls": "gt_centres", "mmd_p_box": "objects"}
+    a, b = s.feats["sim_lidar_bev"], t.feats["lidar_bev"]
+    hw = tuple(a.shape[-2:])
+    plain = _crit(normalize, terms=("cmd",))(s, t, batch)["cmd"]
+    assert float(_crit(normalize, terms=("cmd",), mask_range_weight=0.0)(s, t, batch)["cmd"]) == pytest.approx(float(plain), rel=1e-6)
+    m = object_mask(batch.gt_boxes, batch.gt_labels, RANGE, hw) * range_weight(RANGE, hw, 3.0)
+    ref = ((a - b) * m).square().sum() / (a.shape[1] * m.square().sum())
+    crit = _crit(normalize, terms=("cmd",), mask_range_weight=3.0)
+    assert float(crit(s, t, batch)["cmd"]) == pytest.approx(float(ref), rel=1e-5)
+    assert torch.allclose(crit.object_mask(batch, hw, a.device), m)
+    ratio = m / object_mask(batch.gt_boxes, batch.gt_labels, RANGE, hw).clamp(min=1e-12)
+    assert float(ratio[m > 0].max()) > float(ratio[m > 0].min()) > 1.0  # object cells farther out weigh more
+
+
+def test_depth_range_weight_weights_cells_by_their_return_depth():
+    from bevsimdet.distill.masks import RANGE_REFERENCE
+    from bevsimdet.models.depth import depth_bce, lidar_depth_targets
+
+    torch.manual_seed(0)
+    student = make_student().eval()
+    batch = _depth_batch()
+    batch.points[0][:, 0] += torch.linspace(0.0, 2.5, batch.points[0].shape[0])  # returns over several depth bins
+    with torch.no_grad():
+        out = student(batch.without_lidar())
+    d = out.depths["sim_lidar"]
+    dbound = (1.0, 6.0, 1.0)
+    bins, on_object = lidar_depth_targets(batch, tuple(d.shape[-2:]), dbound)
+    assert len(set(bins[bins >= 0].tolist())) > 1
+
+    def term(**kw):
+        crit = DistillationCriterion(["depth"], bev_range=RANGE, dbound=dbound, depth_branch="sim_lidar", **kw)
+        return crit(out, None, batch)["depth"].item()
+
+    far = 1.0 + 5.0 * (1.0 + (bins.clamp(min=0).float() + 0.5)) / RANGE_REFERENCE
+    assert term(depth_range_weight=5.0) == pytest.approx(depth_bce(d, bins, far).item(), rel=1e-6)
+    both = far * (1.0 + 2.0 * on_object.float())
+    assert term(depth_range_weight=5.0, depth_object_weight=2.0) == pytest.approx(depth_bce(d, bins, both).item(), rel=1e-6)
+    assert term(depth_range_weight=5.0) != pytest.approx(term(), rel=1e-4)
+
+
+@pytest.mark.parametrize("key", ["depth_object_weight", "mask_range_weight", "depth_range_weight"])
+def test_negative_cell_weights_are_a_one_line_config_error(key):
+    with pytest.raises(ConfigError, match=f"distill.{key} is -1"):
+        _crit(BEFORE, **{key: -1.0})

@@ -36,7 +36,7 @@ from bevsimdet.distill.losses import (
     qfl_sum,
     regression_code,
 )
-from bevsimdet.distill.masks import BevRange, object_mask
+from bevsimdet.distill.masks import RANGE_REFERENCE, BevRange, object_mask, range_weight
 from bevsimdet.errors import ConfigError
 from bevsimdet.models.depth import depth_bce, lidar_depth_targets
 from bevsimdet.models.output import DetectorOutput
@@ -107,6 +107,11 @@ class DistillationCriterion(nn.Module):
             sums the two branches' losses.
         depth_object_weight: extra weight of cells whose nearest LiDAR return lies on a GT object
             (each cell weighs ``1 + depth_object_weight``; 0: plain BEVDepth average).
+        mask_range_weight: the object mask's cells weigh ``1 + mask_range_weight * r / 50 m`` more
+            (``r``: the cell's distance from the ego origin), so far objects count more in CMD (and
+            in IMD / MMD-F under the ``mask`` normaliser, which divides by the weighted mass).
+        depth_range_weight: each depth cell also weighs ``1 + depth_range_weight * d / 50 m``
+            (``d``: its LiDAR return's depth, bin centre); far returns fill few image cells.
     """
 
     def __init__(
@@ -126,6 +131,8 @@ class DistillationCriterion(nn.Module):
         max_objs: int = 500,
         depth_branch: str = "both",
         depth_object_weight: float = 0.0,
+        mask_range_weight: float = 0.0,
+        depth_range_weight: float = 0.0,
     ):
         super().__init__()
         unknown = set(enabled) - set(TERMS)
@@ -152,6 +159,10 @@ class DistillationCriterion(nn.Module):
         self.max_objs = int(max_objs)
         self.depth_branch = depth_branch
         self.depth_object_weight = float(depth_object_weight)
+        self.mask_range_weight, self.depth_range_weight = float(mask_range_weight), float(depth_range_weight)
+        for key in ("depth_object_weight", "mask_range_weight", "depth_range_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"distill.{key} is {getattr(self, key):g}; it must be >= 0", fix=f"set distill.{key}: 0 to turn it off")
         self._released: dict[str, Tensor] = {}
         self._values: dict[str, Tensor] = {}
 
@@ -174,11 +185,15 @@ class DistillationCriterion(nn.Module):
         return s, t
 
     def object_mask(self, batch: Batch, shape: tuple[int, int], device: torch.device) -> Tensor:
-        """B x 1 x Ny x Nx object-aware mask of the batch's GT boxes on a ``shape`` grid."""
-        return object_mask(
+        """B x 1 x Ny x Nx object-aware mask of the batch's GT boxes on a ``shape`` grid (times the
+        range weight when ``mask_range_weight`` is set)."""
+        mask = object_mask(
             [b.to(device) for b in batch.gt_boxes], [l.to(device) for l in batch.gt_labels], self.bev_range, shape,
             min_overlap=self.mask_min_overlap, min_radius=self.mask_min_radius,
         )
+        if self.mask_range_weight:
+            mask = mask * range_weight(self.bev_range, shape, self.mask_range_weight, device=device)
+        return mask
 
     def _record(self, term: str, total: Tensor, released: Tensor | None) -> Tensor:
         self._values[term] = total.detach()
@@ -261,10 +276,22 @@ class DistillationCriterion(nn.Module):
             d = depths[name]
             if bins is None or bins.shape[-2:] != d.shape[-2:]:
                 bins, on_object = (t.to(d.device) for t in lidar_depth_targets(batch, tuple(d.shape[-2:]), self.dbound))
-                weights = 1.0 + self.depth_object_weight * on_object.float() if self.depth_object_weight else None
+                weights = self._depth_weights(bins, on_object)
             v = depth_bce(d, bins, weights)
             total = v if total is None else total + v
         return total
+
+    def _depth_weights(self, bins: Tensor, on_object: Tensor) -> Tensor | None:
+        """(B*N) x h x w weight of each depth cell, None for the plain average."""
+        weights = None
+        if self.depth_object_weight:
+            weights = 1.0 + self.depth_object_weight * on_object.float()
+        if self.depth_range_weight:
+            dmin, _, step = self.dbound
+            depth = dmin + (bins.clamp(min=0).float() + 0.5) * step  # cells without a return are ignored by depth_bce
+            far = 1.0 + self.depth_range_weight * depth / RANGE_REFERENCE
+            weights = far if weights is None else weights * far
+        return weights
 
     def released_factors(self) -> dict[str, float]:
         """For each term of the last forward whose normaliser is not the released one:

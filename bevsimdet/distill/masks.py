@@ -24,6 +24,10 @@ from bevsimdet.data.classes import CLASSES
 
 BevRange = tuple[float, float, float, float]  # xmin, ymin, xmax, ymax (metres)
 
+# the distance at which a range weight reaches 1 + gain: nuScenes' evaluation range of the
+# vehicle classes (car, truck, bus, trailer, construction vehicle), the farthest of any class
+RANGE_REFERENCE = 50.0
+
 
 def gaussian_radius_t(length: Tensor, width: Tensor, min_overlap: float) -> Tensor:
     """CornerNet/CenterPoint ``gaussian_radius((length, width), min_overlap)`` element-wise."""
@@ -49,6 +53,18 @@ def _centre_cells(boxes: Tensor, bev_range: BevRange, shape: tuple[int, int]) ->
     iy = torch.floor((boxes[:, 1] - ymin) / dy).long()
     inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
     return ix, iy, inside, boxes[:, 3] / dx, boxes[:, 4] / dy
+
+
+def range_weight(bev_range: BevRange, shape: tuple[int, int], gain: float, *, device: torch.device | None = None) -> Tensor:
+    """1 x 1 x Ny x Nx weight ``1 + gain * r / RANGE_REFERENCE`` of each BEV cell, ``r`` the
+    distance of the cell centre from the ego origin (m). Multiplies the object mask when far
+    objects should count more in CMD than their share of cells (``distill.mask_range_weight``)."""
+    ny, nx = shape
+    xmin, ymin, xmax, ymax = bev_range
+    xs = xmin + (torch.arange(nx, device=device, dtype=torch.float32) + 0.5) * (xmax - xmin) / nx
+    ys = ymin + (torch.arange(ny, device=device, dtype=torch.float32) + 0.5) * (ymax - ymin) / ny
+    r = torch.hypot(xs[None, :], ys[:, None])
+    return (1.0 + gain * r / RANGE_REFERENCE)[None, None]
 
 
 def object_mask(

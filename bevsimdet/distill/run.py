@@ -89,6 +89,8 @@ def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module 
         max_objs=cfg.model.head.max_objs,
         depth_branch=dc.depth_branch,
         depth_object_weight=dc.depth_object_weight,
+        mask_range_weight=dc.mask_range_weight,
+        depth_range_weight=dc.depth_range_weight,
     ).to(device)
     all_weights = {**(getattr(cfg.model, "loss_weights", None) or {}), **weights}
     amp = None if dc.teacher_amp == "none" else getattr(torch, dc.teacher_amp)
