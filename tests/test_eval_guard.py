@@ -210,3 +210,25 @@ def test_results_meta_says_the_oracle_reads_lidar():
     assert results_meta(_cfg("demo_camera.yaml").model)["use_lidar"] is False
     assert results_meta(_cfg("demo_student.yaml").model)["use_lidar"] is False
     assert results_meta(_cfg("demo_fusion.yaml").model)["use_lidar"] is True
+
+
+def test_depth_stats_split_object_cells_by_the_return_depth():
+    """One object cell per depth band, right near and wrong far: each band reports its own cell,
+    the object total pools them, and a background cell counts only in the overall figure."""
+    import torch.nn.functional as F
+
+    from bevsimdet.engine.evaluate import DepthStats
+
+    dbound = (1.0, 57.0, 2.0)  # bin k covers [1 + 2k, 3 + 2k): centres 2, 4, ...
+    bins = torch.tensor([[[3, 10, 20, 5]]])  # centres 8, 22, 42, 12 m
+    on_object = torch.tensor([[[True, True, True, False]]])
+    guess = torch.tensor([[[3, 11, 25, 5]]])  # exact, one bin off, five bins (10 m) off, exact
+    probs = F.one_hot(guess, 28).permute(0, 3, 1, 2).float()
+    stats = DepthStats(dbound)
+    stats.add_targets(probs, bins, on_object)
+    got = stats.summary()
+    assert got["depth_within1_obj_lt15"] == 1.0 and got["depth_mae_obj_lt15"] == 0.0
+    assert got["depth_within1_obj_15to30"] == 1.0 and got["depth_mae_obj_15to30"] == pytest.approx(2.0)
+    assert got["depth_within1_obj_ge30"] == 0.0 and got["depth_mae_obj_ge30"] == pytest.approx(10.0)
+    assert got["depth_within1_obj"] == pytest.approx(2 / 3) and got["depth_mae_obj"] == pytest.approx(4.0)
+    assert got["depth_within1"] == pytest.approx(3 / 4) and got["depth_mae"] == pytest.approx(3.0)

@@ -93,6 +93,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"note: {metrics['diagnostic']}")
         for key in SUMMARY_KEYS:
             typer.echo(f"{key:5s} {metrics[key]:.4f}")
+        for key in (k for k in metrics if k.startswith("depth_")):  # camera models on a split with LiDAR
+            typer.echo(f"{key} {metrics[key]:.4f}")
         if out is not None:
             atomic_write_json(out, metrics, indent=2)
             typer.echo(f"metrics written to {out}")

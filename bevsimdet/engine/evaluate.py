@@ -71,29 +71,46 @@ def predict(
     return results
 
 
+# object cells by the depth of their LiDAR return (m): where a camera's depth holds and where it fades
+DEPTH_BANDS = ((0.0, 15.0, "lt15"), (15.0, 30.0, "15to30"), (30.0, float("inf"), "ge30"))
+
+
 class DepthStats:
     """Accumulates how well a model's depth distributions agree with LiDAR over a split:
     ``depth_within1`` (share of feature cells with a LiDAR return whose most likely bin is within
     one bin of it) and ``depth_mae`` (mean |expected depth - LiDAR depth|, metres), and the same
     over the cells whose nearest return lies on an annotated object (``_obj``): the depth a
-    detector needs, where the ground prior alone does not help."""
+    detector needs, where the ground prior alone does not help. The object cells are also split by
+    their return's depth (:data:`DEPTH_BANDS`: ``_obj_lt15``, ``_obj_15to30``, ``_obj_ge30``)."""
 
     def __init__(self, dbound: tuple[float, float, float]):
         self.dbound = tuple(float(v) for v in dbound)
-        self.sums = [0.0] * 6  # all cells: count, within one bin, |error| sum; then object cells
+        self.groups = ("", "_obj") + tuple(f"_obj_{name}" for _, _, name in DEPTH_BANDS)
+        self.sums = [0.0] * (3 * len(self.groups))  # per group: count, within one bin, |error| sum
 
     def add(self, depth: torch.Tensor, batch: Any) -> None:
-        from bevsimdet.models.depth import depth_agreement, lidar_depth_targets
+        from bevsimdet.models.depth import lidar_depth_targets
 
         bins, on_object = (t.to(depth.device) for t in lidar_depth_targets(batch, tuple(depth.shape[-2:]), self.dbound))
-        stats = torch.cat([depth_agreement(depth, bins, self.dbound), depth_agreement(depth, bins, self.dbound, on_object)])
+        self.add_targets(depth, bins, on_object)
+
+    def add_targets(self, depth: torch.Tensor, bins: torch.Tensor, on_object: torch.Tensor) -> None:
+        """``depth`` (B*N) x D x h x w; ``bins`` (B*N) x h x w LiDAR depth bins (-1: no return);
+        ``on_object`` (B*N) x h x w bool (see :func:`bevsimdet.models.depth.lidar_depth_targets`)."""
+        from bevsimdet.models.depth import depth_agreement
+
+        dmin, _, step = self.dbound
+        centre = dmin + (bins.float() + 0.5) * step
+        cells = [None, on_object] + [on_object & (centre >= lo) & (centre < hi) for lo, hi, _ in DEPTH_BANDS]
+        stats = torch.cat([depth_agreement(depth, bins, self.dbound, c) for c in cells])
         for i, v in enumerate(stats.tolist()):
             self.sums[i] += v
 
     def summary(self) -> dict[str, float]:
         sums = [sum(v) for v in zip(*dist.all_gather_json(self.sums))] if dist.is_dist() else self.sums
         out = {}
-        for suffix, (n, within, err) in (("", sums[:3]), ("_obj", sums[3:])):
+        for k, suffix in enumerate(self.groups):
+            n, within, err = sums[3 * k: 3 * k + 3]
             if n > 0:
                 out.update({f"depth_within1{suffix}": within / n, f"depth_mae{suffix}": err / n})
         return out
