@@ -367,7 +367,7 @@ def test_mask_range_weight_weights_cmd_by_the_cell_distance():
     assert float(ratio[m > 0].max()) > float(ratio[m > 0].min()) > 1.0  # object cells farther out weigh more
 
 
-def test_depth_range_weight_weights_cells_by_their_return_depth():
+def test_depth_range_power_weights_cells_by_their_return_depth():
     from bevsimdet.distill.masks import RANGE_REFERENCE
     from bevsimdet.models.depth import depth_bce, lidar_depth_targets
 
@@ -386,14 +386,14 @@ def test_depth_range_weight_weights_cells_by_their_return_depth():
         crit = DistillationCriterion(["depth"], bev_range=RANGE, dbound=dbound, depth_branch="sim_lidar", **kw)
         return crit(out, None, batch)["depth"].item()
 
-    far = 1.0 + 5.0 * (1.0 + (bins.clamp(min=0).float() + 0.5)) / RANGE_REFERENCE
-    assert term(depth_range_weight=5.0) == pytest.approx(depth_bce(d, bins, far).item(), rel=1e-6)
+    far = ((1.0 + (bins.clamp(min=0).float() + 0.5)) / RANGE_REFERENCE) ** 2
+    assert term(depth_range_power=2.0) == pytest.approx(depth_bce(d, bins, far).item(), rel=1e-6)
     both = far * (1.0 + 2.0 * on_object.float())
-    assert term(depth_range_weight=5.0, depth_object_weight=2.0) == pytest.approx(depth_bce(d, bins, both).item(), rel=1e-6)
-    assert term(depth_range_weight=5.0) != pytest.approx(term(), rel=1e-4)
+    assert term(depth_range_power=2.0, depth_object_weight=2.0) == pytest.approx(depth_bce(d, bins, both).item(), rel=1e-6)
+    assert term(depth_range_power=2.0) != pytest.approx(term(), rel=1e-4)
 
 
-@pytest.mark.parametrize("key", ["depth_object_weight", "mask_range_weight", "depth_range_weight"])
+@pytest.mark.parametrize("key", ["depth_object_weight", "mask_range_weight", "depth_range_power"])
 def test_negative_cell_weights_are_a_one_line_config_error(key):
     with pytest.raises(ConfigError, match=f"distill.{key} is -1"):
         _crit(BEFORE, **{key: -1.0})

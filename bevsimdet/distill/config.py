@@ -85,11 +85,12 @@ class DistillConfig:
     # extra weight of feature cells whose nearest LiDAR return lies on an annotated object (a cell
     # weighs 1 + this): the ground is cheap for a camera-aware depth net, objects are what matter
     depth_object_weight: float = 0.0
-    # far objects: the object mask (CMD) and each depth cell weigh 1 + this x distance / 50 m more
-    # (0: off); the student's gain over camera-only training sits in the near objects
-    # (docs/results.md), while the teacher's accuracy holds with range
+    # far objects (0: off): the object mask's cells (CMD) weigh 1 + this x distance / 50 m; the
+    # student's gain over camera-only training sits in the near objects (docs/results.md)
     mask_range_weight: float = 0.0
-    depth_range_weight: float = 0.0
+    # each depth cell weighs (return depth / 50 m) ** this: far objects fill few image cells (their
+    # area falls as 1 / d^2), so the plain average hardly sees them; 2 weighs objects about equally
+    depth_range_power: float = 0.0
     # every this many steps, log each weighted term's gradient norm on the student and its share
     # (a 'distill' row in log.jsonl; costs one extra backward per term at those steps; 0: off)
     grad_log_interval: int = 0

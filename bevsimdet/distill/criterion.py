@@ -110,8 +110,9 @@ class DistillationCriterion(nn.Module):
         mask_range_weight: the object mask's cells weigh ``1 + mask_range_weight * r / 50 m`` more
             (``r``: the cell's distance from the ego origin), so far objects count more in CMD (and
             in IMD / MMD-F under the ``mask`` normaliser, which divides by the weighted mass).
-        depth_range_weight: each depth cell also weighs ``1 + depth_range_weight * d / 50 m``
-            (``d``: its LiDAR return's depth, bin centre); far returns fill few image cells.
+        depth_range_power: each depth cell also weighs ``(d / 50 m) ** depth_range_power`` (``d``:
+            its LiDAR return's depth, bin centre; 0: off). An object's image area falls as 1 / d^2,
+            so at 2 every object weighs about the same whatever its distance.
     """
 
     def __init__(
@@ -132,7 +133,7 @@ class DistillationCriterion(nn.Module):
         depth_branch: str = "both",
         depth_object_weight: float = 0.0,
         mask_range_weight: float = 0.0,
-        depth_range_weight: float = 0.0,
+        depth_range_power: float = 0.0,
     ):
         super().__init__()
         unknown = set(enabled) - set(TERMS)
@@ -159,8 +160,8 @@ class DistillationCriterion(nn.Module):
         self.max_objs = int(max_objs)
         self.depth_branch = depth_branch
         self.depth_object_weight = float(depth_object_weight)
-        self.mask_range_weight, self.depth_range_weight = float(mask_range_weight), float(depth_range_weight)
-        for key in ("depth_object_weight", "mask_range_weight", "depth_range_weight"):
+        self.mask_range_weight, self.depth_range_power = float(mask_range_weight), float(depth_range_power)
+        for key in ("depth_object_weight", "mask_range_weight", "depth_range_power"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"distill.{key} is {getattr(self, key):g}; it must be >= 0", fix=f"set distill.{key}: 0 to turn it off")
         self._released: dict[str, Tensor] = {}
@@ -286,10 +287,10 @@ class DistillationCriterion(nn.Module):
         weights = None
         if self.depth_object_weight:
             weights = 1.0 + self.depth_object_weight * on_object.float()
-        if self.depth_range_weight:
+        if self.depth_range_power:
             dmin, _, step = self.dbound
             depth = dmin + (bins.clamp(min=0).float() + 0.5) * step  # cells without a return are ignored by depth_bce
-            far = 1.0 + self.depth_range_weight * depth / RANGE_REFERENCE
+            far = (depth / RANGE_REFERENCE) ** self.depth_range_power
             weights = far if weights is None else weights * far
         return weights
 

@@ -90,7 +90,7 @@ def build_distillation_objective(cfg: Any, model: nn.Module, teacher: nn.Module 
         depth_branch=dc.depth_branch,
         depth_object_weight=dc.depth_object_weight,
         mask_range_weight=dc.mask_range_weight,
-        depth_range_weight=dc.depth_range_weight,
+        depth_range_power=dc.depth_range_power,
     ).to(device)
     all_weights = {**(getattr(cfg.model, "loss_weights", None) or {}), **weights}
     amp = None if dc.teacher_amp == "none" else getattr(torch, dc.teacher_amp)
