@@ -134,9 +134,10 @@ def test_depth_agreement_counts_cells_within_one_bin():
     probs[0, 3, 0, 1] = 1.0  # predicts bin 3, LiDAR bin 0 -> not
     probs[0, :, 0, 2] = 0.25  # no LiDAR here: ignored
     bins = torch.tensor([[[1, 0, -1]]])
-    n, within, err = depth_agreement(probs, bins, (0.0, 8.0, 2.0)).tolist()
+    n, within, err, signed = depth_agreement(probs, bins, (0.0, 8.0, 2.0)).tolist()
     assert (n, within) == (2.0, 1.0)
     assert err == pytest.approx(2.0 + 6.0)  # |1 - 3| + |7 - 1|
+    assert signed == pytest.approx(-2.0 + 6.0)
 
 
 def test_camera_aware_config_builds_every_camera_model():

@@ -230,5 +230,7 @@ def test_depth_stats_split_object_cells_by_the_return_depth():
     assert got["depth_within1_obj_lt15"] == 1.0 and got["depth_mae_obj_lt15"] == 0.0
     assert got["depth_within1_obj_15to30"] == 1.0 and got["depth_mae_obj_15to30"] == pytest.approx(2.0)
     assert got["depth_within1_obj_ge30"] == 0.0 and got["depth_mae_obj_ge30"] == pytest.approx(10.0)
+    assert got["depth_bias_obj_ge30"] == pytest.approx(10.0) and got["depth_bias_obj_15to30"] == pytest.approx(2.0)
+    assert [got[f"depth_cells{s}"] for s in ("", "_obj", "_obj_lt15", "_obj_15to30", "_obj_ge30")] == [4, 3, 1, 1, 1]
     assert got["depth_within1_obj"] == pytest.approx(2 / 3) and got["depth_mae_obj"] == pytest.approx(4.0)
     assert got["depth_within1"] == pytest.approx(3 / 4) and got["depth_mae"] == pytest.approx(3.0)

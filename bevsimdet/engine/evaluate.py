@@ -78,7 +78,8 @@ DEPTH_BANDS = ((0.0, 15.0, "lt15"), (15.0, 30.0, "15to30"), (30.0, float("inf"),
 class DepthStats:
     """Accumulates how well a model's depth distributions agree with LiDAR over a split:
     ``depth_within1`` (share of feature cells with a LiDAR return whose most likely bin is within
-    one bin of it) and ``depth_mae`` (mean |expected depth - LiDAR depth|, metres), and the same
+    one bin of it), ``depth_mae`` (mean |expected depth - LiDAR depth|, metres), ``depth_bias``
+    (mean expected - LiDAR depth: negative is too near) and ``depth_cells`` (how many), and the same
     over the cells whose nearest return lies on an annotated object (``_obj``): the depth a
     detector needs, where the ground prior alone does not help. The object cells are also split by
     their return's depth (:data:`DEPTH_BANDS`: ``_obj_lt15``, ``_obj_15to30``, ``_obj_ge30``)."""
@@ -86,7 +87,7 @@ class DepthStats:
     def __init__(self, dbound: tuple[float, float, float]):
         self.dbound = tuple(float(v) for v in dbound)
         self.groups = ("", "_obj") + tuple(f"_obj_{name}" for _, _, name in DEPTH_BANDS)
-        self.sums = [0.0] * (3 * len(self.groups))  # per group: count, within one bin, |error| sum
+        self.sums = [0.0] * (4 * len(self.groups))  # per group: count, within one bin, |error| sum, error sum
 
     def add(self, depth: torch.Tensor, batch: Any) -> None:
         from bevsimdet.models.depth import lidar_depth_targets
@@ -110,9 +111,10 @@ class DepthStats:
         sums = [sum(v) for v in zip(*dist.all_gather_json(self.sums))] if dist.is_dist() else self.sums
         out = {}
         for k, suffix in enumerate(self.groups):
-            n, within, err = sums[3 * k: 3 * k + 3]
+            n, within, err, signed = sums[4 * k: 4 * k + 4]
             if n > 0:
-                out.update({f"depth_within1{suffix}": within / n, f"depth_mae{suffix}": err / n})
+                out.update({f"depth_within1{suffix}": within / n, f"depth_mae{suffix}": err / n, f"depth_bias{suffix}": signed / n,
+                            f"depth_cells{suffix}": n})
         return out
 
 

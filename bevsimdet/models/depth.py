@@ -117,8 +117,9 @@ def depth_agreement(depth_probs: Tensor, target_bins: Tensor, dbound: tuple[floa
 
     ``depth_probs`` (B*N) x D x h x w, ``target_bins`` (B*N) x h x w (-1: no return); ``cells``
     optionally restricts to a subset (e.g. cells whose return is on an object). Returns a float64
-    3-vector: [cells with a LiDAR return, those whose most likely bin is within one bin of the
-    LiDAR bin, the sum over them of |expected depth - LiDAR bin centre| in metres].
+    4-vector: [cells with a LiDAR return, those whose most likely bin is within one bin of the
+    LiDAR bin, the sum over them of |expected depth - LiDAR bin centre| in metres, and of the
+    signed error (expected - LiDAR: negative places the object too near)].
     """
     valid = target_bins >= 0
     if cells is not None:
@@ -126,12 +127,13 @@ def depth_agreement(depth_probs: Tensor, target_bins: Tensor, dbound: tuple[floa
     probs = depth_probs.detach().float().permute(0, 2, 3, 1)[valid]  # V x D
     target = target_bins[valid]
     if probs.shape[0] == 0:
-        return torch.zeros(3, dtype=torch.float64)
+        return torch.zeros(4, dtype=torch.float64)
     dmin, _, step = dbound
     centres = dmin + (torch.arange(probs.shape[1], device=probs.device, dtype=torch.float32) + 0.5) * step
     within = ((probs.argmax(1) - target).abs() <= 1).sum()
-    err = ((probs * centres).sum(1) - centres[target]).abs().sum()
-    return torch.stack([torch.tensor(float(probs.shape[0])), within.cpu().double(), err.cpu().double()]).double()
+    signed = (probs * centres).sum(1) - centres[target]
+    sums = [float(probs.shape[0]), float(within), float(signed.abs().sum()), float(signed.sum())]
+    return torch.tensor(sums, dtype=torch.float64)
 
 
 __all__ = ["depth_agreement", "depth_bce", "lidar_depth_bins", "lidar_depth_targets", "num_depth_bins", "points_in_any_box", "OBJECT_MARGIN"]
