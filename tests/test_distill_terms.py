@@ -368,7 +368,6 @@ def test_mask_range_weight_weights_cmd_by_the_cell_distance():
 
 
 def test_depth_range_power_weights_cells_by_their_return_depth():
-    from bevsimdet.distill.masks import RANGE_REFERENCE
     from bevsimdet.models.depth import depth_bce, lidar_depth_targets
 
     torch.manual_seed(0)
@@ -378,7 +377,8 @@ def test_depth_range_power_weights_cells_by_their_return_depth():
     with torch.no_grad():
         out = student(batch.without_lidar())
     d = out.depths["sim_lidar"]
-    dbound = (1.0, 6.0, 1.0)
+    dbound = (10.0, 30.0, 5.0)  # bins centred at 12.5, 17.5, 22.5 and 27.5 m
+    batch.points[0][:, 0] *= 5.0  # returns at 15-28 m
     bins, on_object = lidar_depth_targets(batch, tuple(d.shape[-2:]), dbound)
     assert len(set(bins[bins >= 0].tolist())) > 1
 
@@ -386,7 +386,8 @@ def test_depth_range_power_weights_cells_by_their_return_depth():
         crit = DistillationCriterion(["depth"], bev_range=RANGE, dbound=dbound, depth_branch="sim_lidar", **kw)
         return crit(out, None, batch)["depth"].item()
 
-    far = ((1.0 + (bins.clamp(min=0).float() + 0.5)) / RANGE_REFERENCE) ** 2
+    far = ((10.0 + (bins.clamp(min=0).float() + 0.5) * 5.0).clamp(min=15.0) / 15.0) ** 2
+    assert float(far[bins == 0].max()) == 1.0 and float(far.max()) > 1.0  # near cells keep weight 1
     assert term(depth_range_power=2.0) == pytest.approx(depth_bce(d, bins, far).item(), rel=1e-6)
     both = far * (1.0 + 2.0 * on_object.float())
     assert term(depth_range_power=2.0, depth_object_weight=2.0) == pytest.approx(depth_bce(d, bins, both).item(), rel=1e-6)

@@ -88,8 +88,8 @@ class DistillConfig:
     # far objects (0: off): the object mask's cells (CMD) weigh 1 + this x distance / 50 m; the
     # student's gain over camera-only training sits in the near objects (docs/results.md)
     mask_range_weight: float = 0.0
-    # each depth cell weighs (return depth / 50 m) ** this: far objects fill few image cells (their
-    # area falls as 1 / d^2), so the plain average hardly sees them; 2 weighs objects about equally
+    # depth cells beyond 15 m weigh (return depth / 15 m) ** this, nearer ones 1: far objects fill
+    # few image cells (their area falls as 1 / d^2), so the plain average hardly sees them
     depth_range_power: float = 0.0
     # every this many steps, log each weighted term's gradient norm on the student and its share
     # (a 'distill' row in log.jsonl; costs one extra backward per term at those steps; 0: off)

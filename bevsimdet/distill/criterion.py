@@ -36,7 +36,7 @@ from bevsimdet.distill.losses import (
     qfl_sum,
     regression_code,
 )
-from bevsimdet.distill.masks import RANGE_REFERENCE, BevRange, object_mask, range_weight
+from bevsimdet.distill.masks import BevRange, object_mask, range_weight
 from bevsimdet.errors import ConfigError
 from bevsimdet.models.depth import depth_bce, lidar_depth_targets
 from bevsimdet.models.output import DetectorOutput
@@ -90,6 +90,8 @@ def student_depths(out: DetectorOutput) -> dict[str, Tensor]:
     return {"sim_lidar": out.depth} if out.depth is not None else {}
 
 
+DEPTH_RANGE_START = 15.0  # m: depth cells beyond it weigh more with ``depth_range_power``
+
 class DistillationCriterion(nn.Module):
     """Raw (unweighted) distillation terms; ``enabled`` names the terms to compute.
 
@@ -110,9 +112,9 @@ class DistillationCriterion(nn.Module):
         mask_range_weight: the object mask's cells weigh ``1 + mask_range_weight * r / 50 m`` more
             (``r``: the cell's distance from the ego origin), so far objects count more in CMD (and
             in IMD / MMD-F under the ``mask`` normaliser, which divides by the weighted mass).
-        depth_range_power: each depth cell also weighs ``(d / 50 m) ** depth_range_power`` (``d``:
-            its LiDAR return's depth, bin centre; 0: off). An object's image area falls as 1 / d^2,
-            so at 2 every object weighs about the same whatever its distance.
+        depth_range_power: each depth cell beyond 15 m also weighs ``(d / 15 m) ** depth_range_power``
+            (``d``: its LiDAR return's depth, bin centre; nearer cells weigh 1; 0: off). An object's
+            image area falls as 1 / d^2, so at 2 a far object weighs about what it would at 15 m.
     """
 
     def __init__(
@@ -290,7 +292,8 @@ class DistillationCriterion(nn.Module):
         if self.depth_range_power:
             dmin, _, step = self.dbound
             depth = dmin + (bins.clamp(min=0).float() + 0.5) * step  # cells without a return are ignored by depth_bce
-            far = (depth / RANGE_REFERENCE) ** self.depth_range_power
+            # only upweight: an earlier (d / 50 m)^p on every cell starved the near depth (docs/results.md)
+            far = (depth.clamp(min=DEPTH_RANGE_START) / DEPTH_RANGE_START) ** self.depth_range_power
             weights = far if weights is None else weights * far
         return weights
 
