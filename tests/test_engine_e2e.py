@@ -44,6 +44,14 @@ def test_train_evaluate_infer(tiny_world, tmp_path):
     r = bevsimdet("evaluate-model", str(work / "config.yaml"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "m.json"), "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "m.json").read_text())["NDS"] == pytest.approx(metrics["NDS"])
+    # a cap beyond every class range changes nothing; a short one says what it scored
+    r = bevsimdet("evaluate-model", str(work / "config.yaml"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "far.json"),
+                  "--max-range", "100", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    far = json.loads((tmp_path / "far.json").read_text())
+    assert far["max_range"] == 100.0 and far["NDS"] == pytest.approx(metrics["NDS"]) and "capped at 100 m" in r.stdout
+    r = bevsimdet("evaluate-model", str(work / "config.yaml"), "--checkpoint", str(ckpt), "--max-range", "-1", "--no-progress")
+    assert r.returncode != 0 and "--max-range must be a positive" in r.stderr and "Traceback" not in r.stderr
     r = bevsimdet("infer", str(work / "config.yaml"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "res.json"), "--no-progress")
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "res.json").read_text())["meta"]["use_lidar"] is True

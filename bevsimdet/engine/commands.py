@@ -71,6 +71,8 @@ def register(app: typer.Typer) -> None:
         dataroot: Optional[Path] = dataroot_option(),
         split: Optional[str] = typer.Option(None, "--split", help="Split to evaluate (default: data.val_split)."),
         out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics here as JSON."),
+        max_range: Optional[float] = typer.Option(None, "--max-range", metavar="METRES",
+                                                  help="Cap every class's evaluation range (e.g. 15: the near objects only)."),
         set_: list[str] = set_option("train.batch_size=1"),
         progress: bool | None = progress_option(),
     ) -> None:
@@ -83,7 +85,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = _load(config, set_, dataroot)
         try:
-            metrics = evaluate_model(cfg, checkpoint, split, progress=progress)
+            metrics = evaluate_model(cfg, checkpoint, split, progress=progress, max_range=max_range)
             main = dist.is_main()
         finally:
             dist.destroy_distributed()
@@ -91,6 +93,8 @@ def register(app: typer.Typer) -> None:
             return
         if metrics.get("diagnostic"):
             typer.echo(f"note: {metrics['diagnostic']}")
+        if max_range is not None:
+            typer.echo(f"every class range capped at {max_range:g} m")
         for key in SUMMARY_KEYS:
             typer.echo(f"{key:5s} {metrics[key]:.4f}")
         for key in (k for k in metrics if k.startswith("depth_")):  # camera models on a split with LiDAR

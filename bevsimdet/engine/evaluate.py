@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from bevsimdet.engine import dist
+from bevsimdet.errors import UserError
 from bevsimdet.eval.metrics import SUMMARY_KEYS, TP_SUMMARY
 
 
@@ -141,7 +142,7 @@ class Evaluator:
 
     def __call__(self, model: nn.Module) -> dict[str, float | str]:
         from bevsimdet.eval.dist import gather_results
-        from bevsimdet.eval.metrics import evaluate
+        from bevsimdet.eval.metrics import MetricConfig, evaluate
 
         stats = DepthStats(self.dbound) if self.dbound is not None else None
         local = predict(model, self.postprocess, self.loader, self.device, amp_dtype=self.amp_dtype, progress=self.progress, depth_stats=stats)
@@ -149,7 +150,8 @@ class Evaluator:
         depth = stats.summary() if stats is not None else {}
         summary: dict[str, float | str] = {}
         if dist.is_main():
-            full = evaluate(results, self.gt).to_dict()
+            # the GT's class ranges (capped by evaluate_model's max_range) filter the predictions too
+            full = evaluate(results, self.gt, config=MetricConfig(class_range=dict(self.gt.class_range))).to_dict()
             summary = {**summarize(full), **depth, **({"diagnostic": self.diagnostic} if self.diagnostic else {})}
             self.last = {**summary, **full}
         return dist.broadcast_json(summary)  # every rank returns the main rank's numbers
@@ -194,15 +196,23 @@ def build_evaluator(cfg: Any, split: str, device: torch.device, *, progress: boo
                      diagnostic=diagnostic(cfg.model))
 
 
-def evaluate_model(cfg: Any, checkpoint: str | Path, split: str | None = None, *, progress: bool = True) -> dict[str, Any]:
+def evaluate_model(cfg: Any, checkpoint: str | Path, split: str | None = None, *, progress: bool = True,
+                   max_range: float | None = None) -> dict[str, Any]:
     """Score the weights in ``checkpoint`` (EMA weights when present) on ``split`` (default:
     ``cfg.data.val_split``). Returns the summary (mAP, NDS, ...) merged with the full metrics
-    (``DetectionMetrics.to_dict()``) on the main rank, the summary alone on other ranks."""
+    (``DetectionMetrics.to_dict()``) on the main rank, the summary alone on other ranks.
+    ``max_range`` caps every class's evaluation range (metres from the ego): the near objects only;
+    the result then says so under ``max_range``."""
     split = split or cfg.data.val_split
+    if max_range is not None and not max_range > 0:
+        raise UserError(f"--max-range must be a positive distance in metres, got {max_range:g}")
     model, device = _load_model(cfg, checkpoint, split, progress)
     evaluator = build_evaluator(cfg, split, device, progress=progress)
+    if max_range is not None and evaluator.gt is not None:
+        evaluator.gt = evaluator.gt.within(max_range)
     summary = evaluator(model)
-    return evaluator.last if dist.is_main() else summary
+    out = evaluator.last if dist.is_main() else summary
+    return {**out, "max_range": float(max_range)} if max_range is not None else out
 
 
 def final_or_evaluate(cfg: Any, checkpoint: str | Path, *, progress: bool = True) -> dict[str, Any]:
