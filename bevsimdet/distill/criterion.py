@@ -92,6 +92,7 @@ def student_depths(out: DetectorOutput) -> dict[str, Tensor]:
 
 DEPTH_RANGE_START = 15.0  # m: depth cells beyond it weigh more with ``depth_range_power``
 
+
 class DistillationCriterion(nn.Module):
     """Raw (unweighted) distillation terms; ``enabled`` names the terms to compute.
 
