@@ -497,7 +497,7 @@ def near_metrics(run_dir: Path, data: WorldData) -> dict[str, dict[str, float]]:
     """mAP, NDS and mATE of a run with every class range capped at each of :data:`NEAR_RANGES`
     (the near objects only), keyed by the cap; cached in ``near.json``."""
     from bevsimdet.eval.bootstrap import summary_of
-    from bevsimdet.eval.metrics import MetricConfig, evaluate
+    from bevsimdet.eval.metrics import evaluate
     from bevsimdet.io import atomic_write_json, load_json
 
     path = run_dir / "near.json"
@@ -510,7 +510,7 @@ def near_metrics(run_dir: Path, data: WorldData) -> dict[str, dict[str, float]]:
     out = {}
     for cap in NEAR_RANGES:
         gt = data.gt.within(cap)
-        summary = summary_of(evaluate(preds, gt, config=MetricConfig(class_range=dict(gt.class_range))))
+        summary = summary_of(evaluate(preds, gt))
         out[f"{cap:g}"] = {k: summary[k] for k in CI_KEYS}
     atomic_write_json(path, {"stamp": stamp, "metrics": out}, indent=1)
     return out

@@ -38,7 +38,7 @@ from bevsimdet.distill.losses import (
 )
 from bevsimdet.distill.masks import BevRange, object_mask, range_weight
 from bevsimdet.errors import ConfigError
-from bevsimdet.models.depth import depth_bce, lidar_depth_targets
+from bevsimdet.models.depth import bin_centre_depth, depth_bce, lidar_depth_targets
 from bevsimdet.models.output import DetectorOutput
 from bevsimdet.models.student import ADAPTED
 
@@ -291,8 +291,7 @@ class DistillationCriterion(nn.Module):
         if self.depth_object_weight:
             weights = 1.0 + self.depth_object_weight * on_object.float()
         if self.depth_range_power:
-            dmin, _, step = self.dbound
-            depth = dmin + (bins.clamp(min=0).float() + 0.5) * step  # cells without a return are ignored by depth_bce
+            depth = bin_centre_depth(bins.clamp(min=0), self.dbound)  # cells without a return are ignored by depth_bce
             # only upweight: an earlier (d / 50 m)^p on every cell starved the near depth (docs/results.md)
             far = (depth.clamp(min=DEPTH_RANGE_START) / DEPTH_RANGE_START) ** self.depth_range_power
             weights = far if weights is None else weights * far

@@ -99,10 +99,9 @@ class DepthStats:
     def add_targets(self, depth: torch.Tensor, bins: torch.Tensor, on_object: torch.Tensor) -> None:
         """``depth`` (B*N) x D x h x w; ``bins`` (B*N) x h x w LiDAR depth bins (-1: no return);
         ``on_object`` (B*N) x h x w bool (see :func:`bevsimdet.models.depth.lidar_depth_targets`)."""
-        from bevsimdet.models.depth import depth_agreement
+        from bevsimdet.models.depth import bin_centre_depth, depth_agreement
 
-        dmin, _, step = self.dbound
-        centre = dmin + (bins.float() + 0.5) * step
+        centre = bin_centre_depth(bins, self.dbound)
         cells = [None, on_object] + [on_object & (centre >= lo) & (centre < hi) for lo, hi, _ in DEPTH_BANDS]
         stats = torch.cat([depth_agreement(depth, bins, self.dbound, c) for c in cells])
         for i, v in enumerate(stats.tolist()):
@@ -142,7 +141,7 @@ class Evaluator:
 
     def __call__(self, model: nn.Module) -> dict[str, float | str]:
         from bevsimdet.eval.dist import gather_results
-        from bevsimdet.eval.metrics import MetricConfig, evaluate
+        from bevsimdet.eval.metrics import evaluate
 
         stats = DepthStats(self.dbound) if self.dbound is not None else None
         local = predict(model, self.postprocess, self.loader, self.device, amp_dtype=self.amp_dtype, progress=self.progress, depth_stats=stats)
@@ -150,8 +149,7 @@ class Evaluator:
         depth = stats.summary() if stats is not None else {}
         summary: dict[str, float | str] = {}
         if dist.is_main():
-            # the GT's class ranges (capped by evaluate_model's max_range) filter the predictions too
-            full = evaluate(results, self.gt, config=MetricConfig(class_range=dict(self.gt.class_range))).to_dict()
+            full = evaluate(results, self.gt).to_dict()  # the GT's class ranges (maybe capped) filter the predictions too
             summary = {**summarize(full), **depth, **({"diagnostic": self.diagnostic} if self.diagnostic else {})}
             self.last = {**summary, **full}
         return dist.broadcast_json(summary)  # every rank returns the main rank's numbers

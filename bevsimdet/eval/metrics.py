@@ -176,10 +176,11 @@ def evaluate(
     ``results`` is the ``results`` mapping of a submission (sample token -> list of box dicts, see
     :mod:`bevsimdet.eval.results`; it must cover exactly the split's samples, and its order breaks
     score ties as in the devkit), or an already converted :class:`BoxSet` indexed by
-    ``gt.sample_tokens``.
+    ``gt.sample_tokens``. Without ``config`` the devkit's settings apply with the class ranges the
+    GT was filtered with (the CVPR 2019 ranges, or capped ones from :meth:`GroundTruth.within`).
     """
     start = time.time()
-    config = config or MetricConfig()
+    config = config or MetricConfig(class_range=dict(gt.class_range))
     if {k: float(v) for k, v in config.class_range.items()} != {k: float(v) for k, v in gt.class_range.items()}:
         raise ValueError("config.class_range differs from the range the ground truth was filtered with")
     if not isinstance(results, BoxSet):

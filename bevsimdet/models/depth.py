@@ -91,6 +91,12 @@ def _lidar_depth_targets(batch: Batch, feat_hw: tuple[int, int], dbound: tuple[f
     return torch.cat(out, 0), torch.cat(objects, 0)
 
 
+def bin_centre_depth(bins: Tensor, dbound: tuple[float, float, float]) -> Tensor:
+    """The depth (m) at the centre of each bin index in ``bins`` (any shape; float)."""
+    dmin, _, step = dbound
+    return dmin + (bins.float() + 0.5) * step
+
+
 def depth_bce(depth_probs: Tensor, target_bins: Tensor, weights: Tensor | None = None) -> Tensor:
     """Binary cross-entropy of a predicted depth distribution against LiDAR depth bins.
 
@@ -128,12 +134,11 @@ def depth_agreement(depth_probs: Tensor, target_bins: Tensor, dbound: tuple[floa
     target = target_bins[valid]
     if probs.shape[0] == 0:
         return torch.zeros(4, dtype=torch.float64)
-    dmin, _, step = dbound
-    centres = dmin + (torch.arange(probs.shape[1], device=probs.device, dtype=torch.float32) + 0.5) * step
+    centres = bin_centre_depth(torch.arange(probs.shape[1], device=probs.device), dbound)
     within = ((probs.argmax(1) - target).abs() <= 1).sum()
     signed = (probs * centres).sum(1) - centres[target]
     sums = [float(probs.shape[0]), float(within), float(signed.abs().sum()), float(signed.sum())]
     return torch.tensor(sums, dtype=torch.float64)
 
 
-__all__ = ["depth_agreement", "depth_bce", "lidar_depth_bins", "lidar_depth_targets", "num_depth_bins", "points_in_any_box", "OBJECT_MARGIN"]
+__all__ = ["bin_centre_depth", "depth_agreement", "depth_bce", "lidar_depth_bins", "lidar_depth_targets", "num_depth_bins", "points_in_any_box", "OBJECT_MARGIN"]
