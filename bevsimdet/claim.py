@@ -516,16 +516,19 @@ def near_metrics(run_dir: Path, data: WorldData) -> dict[str, dict[str, float]]:
     return out
 
 
-def _difference(control: str, metric: str, ci: Any, worlds: list[int], runs: list[int]) -> dict[str, Any]:
-    return {"control": control, "metric": metric, "estimate": ci.estimate, "low": ci.low, "high": ci.high,
-            "excludes_zero": ci.excludes_zero(), "worlds": worlds, "runs": runs}
+def _difference(control: str, metric: str, ci: Any, worlds: list[int], runs: list[int], row: str | None = None) -> dict[str, Any]:
+    """One interval of ``row`` (the student when None) minus ``control``."""
+    d = {"control": control, "metric": metric, "estimate": ci.estimate, "low": ci.low, "high": ci.high,
+         "excludes_zero": ci.excludes_zero(), "worlds": worlds, "runs": runs}
+    return d if row is None else {"row": row, **d}
 
 
 def _by_control(differences: Sequence[dict], by_world: bool = False) -> dict[tuple, dict[str, dict]]:
-    """(control,) or (control, world) -> metric -> difference, in the order first seen."""
+    """(control,) or (control, world) -> metric -> difference, in the order first seen; a contrast
+    between two controls keys as (row, control[, world])."""
     groups: dict[tuple, dict[str, dict]] = {}
     for d in differences:
-        key = (d["control"], d["worlds"][0]) if by_world else (d["control"],)
+        key = (*((d["row"],) if "row" in d else ()), d["control"], *((d["worlds"][0],) if by_world else ()))
         groups.setdefault(key, {})[d["metric"]] = d
     return groups
 
@@ -533,6 +536,15 @@ def _by_control(differences: Sequence[dict], by_world: bool = False) -> dict[tup
 # The decision rule (issue 22, docs/results.md): the student beats both controls in mAP and mATE
 # with intervals that exclude zero, and its NDS is not lower (the NDS interval reaches zero or above).
 DECIDING_CONTROLS = ("baseline_equal_compute", "warm_start")
+
+
+# Contrasts between two controls (row minus control), reported beside the student's differences:
+# the questions the rows ask of each other rather than of the student. They do not enter the rule.
+CONTRASTS: tuple[tuple[str, str, str], ...] = (
+    ("warm_start_distill", "warm_start", "the teacher's distillation on a LiDAR-free warm start: does LiDAR knowledge add when both start alike?"),
+    ("init_only", "warm_start", "the teacher's LiDAR-trained layers vs LiDAR-free layers of the same steps, neither with a teacher loss"),
+    ("full_no_init", "baseline", "the distillation losses from fresh layers vs camera-only supervision, the same steps"),
+)
 
 
 def _passes(ds: dict[str, dict]) -> list[str]:
@@ -567,9 +579,6 @@ def decide(differences: Sequence[dict], between: Sequence[dict] = ()) -> dict[st
 
 def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows: Sequence[Row] = ROWS) -> dict[str, Any]:
     """Everything finished so far, as the JSON-able content of ``claim.json``."""
-    import numpy as np
-
-    from bevsimdet.eval.bootstrap import between_worlds, paired_difference
     from bevsimdet.io import load_json
 
     report: dict[str, Any] = {
@@ -609,33 +618,48 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
             if vals:
                 stats[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
         report["rows"].append({"name": row.name, "config": row.config, "question": row.question, "runs": runs, "summary": stats})
-    student = replicates.get(STUDENT, {})
     report["per_world"], report["between_worlds"] = [], []
     for i, row in enumerate(rows):
-        if row.name == STUDENT:
-            continue
-        common = [s for s in student if s in replicates[row.name]]
-        if not common:
-            continue
-        for j, k in enumerate(CI_KEYS):
-            a = {s: np.stack([r[k] for r in student[s]]) for s in common}
-            b = {s: np.stack([r[k] for r in replicates[row.name][s]]) for s in common}
-            ci = paired_difference(list(a.values()), list(b.values()), np.random.default_rng([plan.bootstrap, i, j]))
-            report["differences"].append(_difference(row.name, k, ci, common, [sum(len(student[s]) for s in common),
-                                                                             sum(len(replicates[row.name][s]) for s in common)]))
-            # each world alone, with the generator a one-world claim would use: the same interval
-            per_world = [_difference(row.name, k, paired_difference([a[s]], [b[s]], np.random.default_rng([plan.bootstrap, i, j])), [s],
-                                     [len(student[s]), len(replicates[row.name][s])]) for s in common]
-            report["per_world"] += per_world
-            if len(common) >= 2:
-                report["between_worlds"].append(_difference(row.name, k, between_worlds([d["estimate"] for d in per_world]), common,
-                                                            report["differences"][-1]["runs"]))
+        if row.name != STUDENT and STUDENT in replicates:
+            _compare(report, "differences", STUDENT, row.name, replicates, [plan.bootstrap, i])
+    report["contrasts"], report["contrasts_per_world"] = [], []
+    for i, (a, b, _) in enumerate(CONTRASTS):
+        if a in replicates and b in replicates:
+            _compare(report, "contrasts", a, b, replicates, [plan.bootstrap, 100 + i])
     report["decision"] = decide(report["differences"], report["between_worlds"])
     expected = len(worlds) * len(seeds) * len(rows)
     report["finished_runs"] = sum(len(r["runs"]) for r in report["rows"])
     report["complete"] = report["finished_runs"] == expected
     report["expected_runs"] = expected
     return report
+
+
+def _compare(report: dict[str, Any], into: str, row: str, control: str, replicates: dict[str, dict[int, list[dict]]],
+             seed: list[int]) -> None:
+    """Append ``row`` minus ``control`` (each CI_KEY, worlds where both ran) to ``report[into]``:
+    pooled over worlds; each world alone (``per_world`` / ``contrasts_per_world``); and, for the
+    student's differences, over worlds as a sample (``between_worlds``)."""
+    import numpy as np
+
+    from bevsimdet.eval.bootstrap import between_worlds, paired_difference
+
+    common = [s for s in replicates[row] if s in replicates[control]]
+    if not common:
+        return
+    student = into == "differences"
+    per_world_key = "per_world" if student else "contrasts_per_world"
+    for j, k in enumerate(CI_KEYS):
+        a = {s: np.stack([r[k] for r in replicates[row][s]]) for s in common}
+        b = {s: np.stack([r[k] for r in replicates[control][s]]) for s in common}
+        runs = [sum(len(replicates[row][s]) for s in common), sum(len(replicates[control][s]) for s in common)]
+        ci = paired_difference(list(a.values()), list(b.values()), np.random.default_rng([*seed, j]))
+        report[into].append(_difference(control, k, ci, common, runs, None if student else row))
+        # each world alone, with the generator a one-world claim would use: the same interval
+        per_world = [_difference(control, k, paired_difference([a[s]], [b[s]], np.random.default_rng([*seed, j])), [s],
+                                 [len(replicates[row][s]), len(replicates[control][s])], None if student else row) for s in common]
+        report[per_world_key] += per_world
+        if student and len(common) >= 2:
+            report["between_worlds"].append(_difference(control, k, between_worlds([d["estimate"] for d in per_world]), common, runs))
 
 
 def _pm(s: dict | None, digits: int = 3) -> str:
@@ -744,6 +768,13 @@ def render_report(report: dict[str, Any]) -> str:
                   "| control | " + " | ".join(f"Δ{k} [95 % CI]" for k in CI_KEYS) + " | runs (student / control) |",
                   "|" + "---|" * (2 + len(CI_KEYS))]
         lines += _difference_rows(report["between_worlds"])
+    if report.get("contrasts"):
+        questions = {(a, b): q for a, b, q in CONTRASTS}
+        lines += ["", "## Between controls: row minus control, the same bootstrap (not part of the rule)", "",
+                  "| row | control | " + " | ".join(f"Δ{k} [95 % CI]" for k in CI_KEYS) + " | runs (row / control) | question |",
+                  "|" + "---|" * (4 + len(CI_KEYS))]
+        lines += [f"{line} {questions.get(key, '')} |" for line, key in
+                  zip(_difference_rows(report["contrasts"]), _by_control(report["contrasts"]))]
     lines += _near_rows(report["rows"])
     lines += ["", "## AP per class (mean over runs)", "", "| row | " + " | ".join(DETECTION_NAMES) + " |", "|" + "---|" * (1 + len(DETECTION_NAMES))]
     for r in report["rows"]:

@@ -196,6 +196,12 @@ def test_claim_writes_rows_intervals_and_objects_and_resumes(tmp_path, monkeypat
         # the student's boxes are 10x closer: it wins mATE by an interval that excludes zero
         assert d["low"] <= d["estimate"] <= d["high"] < 0 and d["excludes_zero"]
         assert diffs[(control, "mAP")]["estimate"] > 0
+    # the rows' questions to each other: row minus control with the same bootstrap, outside the rule
+    from bevsimdet.claim import CONTRASTS
+
+    assert [(d["row"], d["control"], d["metric"]) for d in on_disk["contrasts"]] == [(a, b, k) for a, b, _ in CONTRASTS for k in ("mAP", "NDS", "mATE")]
+    assert [{**d, "worlds": None} for d in on_disk["contrasts_per_world"]] == [{**d, "worlds": None} for d in on_disk["contrasts"]]
+    assert all(d["low"] <= d["estimate"] <= d["high"] and d["runs"] == [2, 2] for d in on_disk["contrasts"])
     # one world: its own interval is the pooled one; no interval over worlds
     assert [{**d, "worlds": None} for d in on_disk["per_world"]] == [{**d, "worlds": None} for d in on_disk["differences"]]
     assert on_disk["between_worlds"] == []
@@ -204,6 +210,7 @@ def test_claim_writes_rows_intervals_and_objects_and_resumes(tmp_path, monkeypat
     assert on_disk["decision"]["across_worlds"] is None
     md = (tmp_path / "claim.md").read_text()
     assert "baseline_equal_compute" in md and "Δ" + "mAP" in md and "distinct val objects" in md and "## Decision rule" in md and "## NDS by part" in md and "## Near objects" in md
+    assert "## Between controls" in md and all(f"| {a} | {b} | " in md and q in md for a, b, q in CONTRASTS)
     for r in ROWS:
         assert r.question in md
 
