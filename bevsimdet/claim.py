@@ -619,9 +619,10 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
                 stats[k] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0}
         report["rows"].append({"name": row.name, "config": row.config, "question": row.question, "runs": runs, "summary": stats})
     report["per_world"], report["between_worlds"] = [], []
-    for i, row in enumerate(rows):
+    order = [r.name for r in ROWS]  # the generator follows the row, not the rows chosen: a claim of some rows gives their intervals
+    for row in rows:
         if row.name != STUDENT and STUDENT in replicates:
-            _compare(report, "differences", STUDENT, row.name, replicates, [plan.bootstrap, i])
+            _compare(report, "differences", STUDENT, row.name, replicates, [plan.bootstrap, order.index(row.name)])
     report["contrasts"], report["contrasts_per_world"] = [], []
     for i, (a, b, _) in enumerate(CONTRASTS):
         if a in replicates and b in replicates:

@@ -214,6 +214,11 @@ def test_claim_writes_rows_intervals_and_objects_and_resumes(tmp_path, monkeypat
     for r in ROWS:
         assert r.question in md
 
+    # a claim of some of the rows gives those rows' intervals: the generator follows the row
+    from bevsimdet.claim import collect
+
+    some = collect(_worlds(tmp_path, tiny_worlds, 3, 1), [0, 1], TINY, select_rows(["warm_start", STUDENT]))
+    assert some["differences"] == [d for d in on_disk["differences"] if d["control"] == "warm_start"]
     calls.clear()  # resumable: everything is reused, the report is the same
     again = run_claim(tmp_path, worlds=1, seeds=2, world_seed=3, plan=TINY, data_dir=tiny_worlds, log=lambda m: None)
     assert calls == [] and again["differences"] == report["differences"]
