@@ -579,6 +579,7 @@ def decide(differences: Sequence[dict], between: Sequence[dict] = ()) -> dict[st
 
 def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows: Sequence[Row] = ROWS) -> dict[str, Any]:
     """Everything finished so far, as the JSON-able content of ``claim.json``."""
+    from bevsimdet.eval.bootstrap import between_worlds
     from bevsimdet.io import load_json
 
     report: dict[str, Any] = {
@@ -622,11 +623,19 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
     order = [r.name for r in ROWS]  # the generator follows the row, not the rows chosen: a claim of some rows gives their intervals
     for row in rows:
         if row.name != STUDENT and STUDENT in replicates:
-            _compare(report, "differences", STUDENT, row.name, replicates, [plan.bootstrap, order.index(row.name)])
+            pooled, per_world = _compare(replicates, STUDENT, row.name, [plan.bootstrap, order.index(row.name)])
+            report["differences"] += pooled
+            report["per_world"] += per_world
+            for d in pooled:  # over worlds as a sample, from 2 worlds on
+                estimates = [w["estimate"] for w in per_world if w["metric"] == d["metric"]]
+                if len(estimates) >= 2:
+                    report["between_worlds"].append(_difference(row.name, d["metric"], between_worlds(estimates), d["worlds"], d["runs"]))
     report["contrasts"], report["contrasts_per_world"] = [], []
     for i, (a, b, _) in enumerate(CONTRASTS):
         if a in replicates and b in replicates:
-            _compare(report, "contrasts", a, b, replicates, [plan.bootstrap, 100 + i])
+            pooled, per_world = _compare(replicates, a, b, [plan.bootstrap, 100 + i], named=True)
+            report["contrasts"] += pooled
+            report["contrasts_per_world"] += per_world
     report["decision"] = decide(report["differences"], report["between_worlds"])
     expected = len(worlds) * len(seeds) * len(rows)
     report["finished_runs"] = sum(len(r["runs"]) for r in report["rows"])
@@ -635,46 +644,47 @@ def collect(worlds: Sequence[World], seeds: Sequence[int], plan: ClaimPlan, rows
     return report
 
 
-def _compare(report: dict[str, Any], into: str, row: str, control: str, replicates: dict[str, dict[int, list[dict]]],
-             seed: list[int]) -> None:
-    """Append ``row`` minus ``control`` (each CI_KEY, worlds where both ran) to ``report[into]``:
-    pooled over worlds; each world alone (``per_world`` / ``contrasts_per_world``); and, for the
-    student's differences, over worlds as a sample (``between_worlds``)."""
+def _compare(replicates: dict[str, dict[int, list[dict]]], row: str, control: str, seed: list[int],
+             named: bool = False) -> tuple[list[dict], list[dict]]:
+    """``row`` minus ``control`` over the worlds where both ran: the pooled difference of each
+    CI_KEY, and each world's alone (metric by metric); both empty when no world has both.
+    ``named``: the differences carry ``row`` (a contrast between controls; else the row is the student)."""
     import numpy as np
 
-    from bevsimdet.eval.bootstrap import between_worlds, paired_difference
+    from bevsimdet.eval.bootstrap import paired_difference
 
     common = [s for s in replicates[row] if s in replicates[control]]
+    name = row if named else None
+    pooled: list[dict] = []
+    per_world: list[dict] = []
     if not common:
-        return
-    student = into == "differences"
-    per_world_key = "per_world" if student else "contrasts_per_world"
+        return pooled, per_world
     for j, k in enumerate(CI_KEYS):
         a = {s: np.stack([r[k] for r in replicates[row][s]]) for s in common}
         b = {s: np.stack([r[k] for r in replicates[control][s]]) for s in common}
         runs = [sum(len(replicates[row][s]) for s in common), sum(len(replicates[control][s]) for s in common)]
         ci = paired_difference(list(a.values()), list(b.values()), np.random.default_rng([*seed, j]))
-        report[into].append(_difference(control, k, ci, common, runs, None if student else row))
+        pooled.append(_difference(control, k, ci, common, runs, name))
         # each world alone, with the generator a one-world claim would use: the same interval
-        per_world = [_difference(control, k, paired_difference([a[s]], [b[s]], np.random.default_rng([*seed, j])), [s],
-                                 [len(replicates[row][s]), len(replicates[control][s])], None if student else row) for s in common]
-        report[per_world_key] += per_world
-        if student and len(common) >= 2:
-            report["between_worlds"].append(_difference(control, k, between_worlds([d["estimate"] for d in per_world]), common, runs))
+        per_world += [_difference(control, k, paired_difference([a[s]], [b[s]], np.random.default_rng([*seed, j])), [s],
+                                  [len(replicates[row][s]), len(replicates[control][s])], name) for s in common]
+    return pooled, per_world
 
 
 def _pm(s: dict | None, digits: int = 3) -> str:
     return "-" if not s else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
-def _difference_rows(differences: Sequence[dict], by_world: bool = False) -> list[str]:
-    """Table rows of differences, a row per control (and world): each CI_KEY's estimate [low, high]."""
+def _difference_rows(differences: Sequence[dict], by_world: bool = False, notes: dict[tuple, str] | None = None) -> list[str]:
+    """Table rows of differences, a row per control (and world): each CI_KEY's estimate [low, high];
+    ``notes`` (group key -> text) adds a last cell."""
     lines = []
     for key, ds in _by_control(differences, by_world).items():
         cells = [f"{ds[k]['estimate']:+.3f} [{ds[k]['low']:+.3f}, {ds[k]['high']:+.3f}]{'*' if ds[k]['excludes_zero'] else ''}"
                  if k in ds else "-" for k in CI_KEYS]
         runs = next(iter(ds.values()))["runs"]
-        lines.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells) + f" | {runs[0]} / {runs[1]} |")
+        note = "" if notes is None else f" {notes.get(key, '')} |"
+        lines.append("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells) + f" | {runs[0]} / {runs[1]} |" + note)
     return lines
 
 
@@ -770,12 +780,10 @@ def render_report(report: dict[str, Any]) -> str:
                   "|" + "---|" * (2 + len(CI_KEYS))]
         lines += _difference_rows(report["between_worlds"])
     if report.get("contrasts"):
-        questions = {(a, b): q for a, b, q in CONTRASTS}
         lines += ["", "## Between controls: row minus control, the same bootstrap (not part of the rule)", "",
                   "| row | control | " + " | ".join(f"Δ{k} [95 % CI]" for k in CI_KEYS) + " | runs (row / control) | question |",
                   "|" + "---|" * (4 + len(CI_KEYS))]
-        lines += [f"{line} {questions.get(key, '')} |" for line, key in
-                  zip(_difference_rows(report["contrasts"]), _by_control(report["contrasts"]))]
+        lines += _difference_rows(report["contrasts"], notes={(a, b): q for a, b, q in CONTRASTS})
     lines += _near_rows(report["rows"])
     lines += ["", "## AP per class (mean over runs)", "", "| row | " + " | ".join(DETECTION_NAMES) + " |", "|" + "---|" * (1 + len(DETECTION_NAMES))]
     for r in report["rows"]:
